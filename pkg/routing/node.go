@@ -1,0 +1,135 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// EnableForwarding turns on IP forwarding in the node's namespace for the
+// families in use: the node routes between its containers and beyond. The
+// sysctl is only written when it is not already 1 (a new namespace starts
+// with forwarding off; a configured node already has it on).
+func EnableForwarding(v4, v6 bool) error {
+	if v4 {
+		if err := ip.EnableIP4Forward(); err != nil {
+			return fmt.Errorf("enable net.ipv4.ip_forward: %w", err)
+		}
+	}
+	if v6 {
+		if err := ip.EnableIP6Forward(); err != nil {
+			return fmt.Errorf("enable net.ipv6.conf.all.forwarding: %w", err)
+		}
+	}
+	return nil
+}
+
+// EnsureHostRoutes makes sure the node has each route of routes (the
+// article's router routes toward other nodes' pod subnets). A route that is
+// already there with the same gateway is left as it is, whoever installed
+// it; a missing one is added with RouteProtocol. It returns the routes it
+// added, so that a failed ADD can remove exactly those and nothing else.
+// A route to the same destination through another gateway is a conflict
+// that vethroute refuses to resolve by itself.
+func EnsureHostRoutes(routes []*types.Route) (added []*netlink.Route, err error) {
+	if len(routes) == 0 {
+		return nil, nil
+	}
+	h, err := netlinksafe.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in node netns: %w", err)
+	}
+	defer h.Close()
+	defer func() {
+		if err != nil {
+			removeRoutes(h, added)
+			added = nil
+		}
+	}()
+	for _, r := range routes {
+		dst := r.Dst
+		want := &netlink.Route{Dst: &dst, Gw: r.GW, Protocol: RouteProtocol, Priority: r.Priority}
+		existing, err := h.RouteListFiltered(familyOf(dst.IP), &netlink.Route{Dst: &dst, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return added, fmt.Errorf("list node routes to %s: %w", dst.String(), err)
+		}
+		if len(existing) > 0 {
+			if sameGateway(existing, r.GW) {
+				continue
+			}
+			e := existing[0]
+			return added, fmt.Errorf("hostRoutes entry %s via %s conflicts with the node's route %s via %s (proto %s); remove one of them", dst.String(), r.GW, dst.String(), e.Gw, e.Protocol)
+		}
+		if err := h.RouteAdd(want); err != nil {
+			if errors.Is(err, unix.ENETUNREACH) {
+				return added, fmt.Errorf("hostRoutes entry %s via %s: the gateway is not on a subnet directly connected to the node: %w", dst.String(), r.GW, err)
+			}
+			return added, fmt.Errorf("add node route %s via %s: %w", dst.String(), r.GW, err)
+		}
+		added = append(added, want)
+	}
+	return added, nil
+}
+
+// RemoveHostRoutes deletes routes that EnsureHostRoutes added.
+func RemoveHostRoutes(routes []*netlink.Route) {
+	if len(routes) == 0 {
+		return
+	}
+	h, err := netlinksafe.NewHandle()
+	if err != nil {
+		return
+	}
+	defer h.Close()
+	removeRoutes(h, routes)
+}
+
+func removeRoutes(h netlinksafe.Handle, routes []*netlink.Route) {
+	for _, r := range routes {
+		_ = h.RouteDel(r)
+	}
+}
+
+// VerifyHostRoutes reports every route of routes that the node lacks.
+func VerifyHostRoutes(routes []*types.Route) error {
+	if len(routes) == 0 {
+		return nil
+	}
+	h, err := netlinksafe.NewHandle()
+	if err != nil {
+		return fmt.Errorf("open netlink in node netns: %w", err)
+	}
+	defer h.Close()
+	var errs []error
+	for _, r := range routes {
+		dst := r.Dst
+		existing, err := h.RouteListFiltered(familyOf(dst.IP), &netlink.Route{Dst: &dst, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("list node routes to %s: %w", dst.String(), err)
+		}
+		if !sameGateway(existing, r.GW) {
+			errs = append(errs, fmt.Errorf("node route %s via %s (hostRoutes) is missing", dst.String(), r.GW))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sameGateway(routes []netlink.Route, gw net.IP) bool {
+	for _, e := range routes {
+		if e.Gw.Equal(gw) {
+			return true
+		}
+		for _, nh := range e.MultiPath {
+			if nh.Gw.Equal(gw) {
+				return true
+			}
+		}
+	}
+	return false
+}

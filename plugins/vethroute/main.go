@@ -1,0 +1,308 @@
+// Command vethroute is a CNI plugin that makes the node the router of each
+// container: a veth pair into the container's namespace, the node's gateway
+// address on the node's end, the container's default route through it, and
+// the node's routes to the container and toward other nodes' pod subnets.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/vethroute/vethroute/pkg/ipam"
+	"github.com/vethroute/vethroute/pkg/routing"
+)
+
+// buildVersion is set at link time (-X main.buildVersion=...).
+var buildVersion = "dev"
+
+func main() {
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add:    cmdAdd,
+		Del:    cmdDel,
+		Check:  cmdCheck,
+		GC:     cmdGC,
+		Status: cmdStatus,
+	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "vethroute CNI plugin "+buildVersion)
+}
+
+func cmdAdd(args *skel.CmdArgs) (err error) {
+	conf, err := loadConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	log, closer := newLogger(conf, "verb", "ADD", "container", args.ContainerID, "ifname", args.IfName)
+	defer closer.Close()
+	defer func() { logOutcome(log, err) }()
+
+	addrs, routes, err := allocate(conf, args)
+	if err != nil {
+		return cniError(err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := release(conf, args); rerr != nil {
+				log.Error("release addresses after failed ADD", "err", rerr)
+			}
+		}
+	}()
+
+	att := &routing.Attachment{
+		Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName,
+		NetNS: args.Netns, MTU: conf.MTU, Addresses: addrs, Routes: routes,
+	}
+	ifs, err := routing.Setup(att)
+	if err != nil {
+		return cniError(err)
+	}
+	defer func() {
+		if err != nil {
+			_ = routing.Teardown(conf.Name, args.ContainerID, args.IfName)
+		}
+	}()
+
+	added, err := routing.EnsureHostRoutes(conf.HostRoutes)
+	if err != nil {
+		return cniError(err)
+	}
+	defer func() {
+		if err != nil {
+			routing.RemoveHostRoutes(added)
+		}
+	}()
+
+	if conf.IPMasq {
+		if err := ip.SetupIPMasqForNetworks(conf.IPMasqBackend, masqNets(addrs), conf.Name, args.IfName, args.ContainerID); err != nil {
+			return types.NewError(types.ErrInternal, fmt.Sprintf("set up ipMasq for %s: %v", args.ContainerID, err), "")
+		}
+	}
+
+	result := buildResult(conf, args, ifs, addrs, routes)
+	log.Info("attached", "hostVeth", ifs.Host.Name, "addresses", addressList(addrs))
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+func cmdDel(args *skel.CmdArgs) (err error) {
+	conf, err := loadConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	log, closer := newLogger(conf, "verb", "DEL", "container", args.ContainerID, "ifname", args.IfName)
+	defer closer.Close()
+	defer func() { logOutcome(log, err) }()
+
+	// The node end goes first: once it is gone nothing can use the
+	// addresses, so releasing them afterwards can never hand out an address
+	// that still carries traffic.
+	if err := routing.Teardown(conf.Name, args.ContainerID, args.IfName); err != nil {
+		if !errors.Is(err, routing.ErrForeign) {
+			return cniError(err)
+		}
+		log.Warn("left a foreign interface in place", "err", err)
+	}
+	if conf.IPMasq {
+		if ips, gerr := held(conf, args); gerr == nil && len(ips) > 0 {
+			if err := ip.TeardownIPMasqForNetworks(ips, conf.Name, args.IfName, args.ContainerID); err != nil {
+				log.Warn("tear down ipMasq", "err", err)
+			}
+		}
+	}
+	if err := release(conf, args); err != nil {
+		return cniError(err)
+	}
+	log.Info("detached")
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) (err error) {
+	conf, err := loadConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	log, closer := newLogger(conf, "verb", "CHECK", "container", args.ContainerID, "ifname", args.IfName)
+	defer closer.Close()
+	defer func() { logOutcome(log, err) }()
+
+	if conf.PrevResult == nil {
+		return configError("prevResult", "missing; CHECK compares the node with the result of ADD")
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("convert prevResult: %v", err), "")
+	}
+	att, want, err := attachmentFromResult(conf, args, prev)
+	if err != nil {
+		return err
+	}
+	if err := checkReservation(conf, args, att.Addresses); err != nil {
+		return cniError(err)
+	}
+	if err := routing.Verify(att, want); err != nil {
+		return cniError(fmt.Errorf("check %s: %w", args.ContainerID, err))
+	}
+	if err := routing.VerifyHostRoutes(conf.HostRoutes); err != nil {
+		return cniError(fmt.Errorf("check %s: %w", args.ContainerID, err))
+	}
+	return nil
+}
+
+func cmdGC(args *skel.CmdArgs) (err error) {
+	conf, err := loadConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	log, closer := newLogger(conf, "verb", "GC")
+	defer closer.Close()
+	defer func() { logOutcome(log, err) }()
+
+	valid := map[ipam.Owner]bool{}
+	for _, a := range conf.attachments() {
+		valid[ipam.Owner{ContainerID: a.ContainerID, IfName: a.IfName}] = true
+	}
+	keep := func(id, ifName string) bool { return valid[ipam.Owner{ContainerID: id, IfName: ifName}] }
+
+	removed, err := routing.CollectGarbage(conf.Name, keep)
+	if err != nil {
+		return cniError(err)
+	}
+	if conf.IPMasq {
+		if err := ip.GCIPMasqForNetwork(conf.Name, conf.attachments()); err != nil {
+			log.Warn("collect ipMasq rules", "err", err)
+		}
+	}
+	released, err := collectAddresses(conf, args, keep)
+	if err != nil {
+		return cniError(err)
+	}
+	log.Info("collected", "interfaces", len(removed), "reservations", released)
+	return nil
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, err := loadConf(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	return status(conf, args)
+}
+
+// buildResult assembles the CNI result: the node end without a sandbox, the
+// container end with one, and every address pointing at the container end,
+// so chained plugins (portmap, bandwidth, tuning, firewall) find what they
+// need.
+func buildResult(conf *NetConf, args *skel.CmdArgs, ifs *routing.Interfaces, addrs []routing.Address, routes []*types.Route) *current.Result {
+	contIdx := 1
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: ifs.Host.Name, Mac: ifs.Host.MAC, Mtu: ifs.Host.MTU},
+			{Name: ifs.Container.Name, Mac: ifs.Container.MAC, Mtu: ifs.Container.MTU, Sandbox: args.Netns},
+		},
+		DNS: conf.DNS,
+	}
+	for _, a := range addrs {
+		res.IPs = append(res.IPs, &current.IPConfig{Interface: &contIdx, Address: a.IPNet, Gateway: a.Gateway})
+	}
+	for _, r := range routes {
+		rr := *r
+		if rr.GW == nil {
+			for _, a := range addrs {
+				if (a.IPNet.IP.To4() == nil) == (r.Dst.IP.To4() == nil) {
+					rr.GW = a.Gateway
+					break
+				}
+			}
+		}
+		res.Routes = append(res.Routes, &rr)
+	}
+	return res
+}
+
+// attachmentFromResult rebuilds the attachment that ADD reported.
+func attachmentFromResult(conf *NetConf, args *skel.CmdArgs, prev *current.Result) (*routing.Attachment, routing.Interfaces, error) {
+	var want routing.Interfaces
+	contIdx := -1
+	for i, intf := range prev.Interfaces {
+		switch {
+		case intf.Name == args.IfName && intf.Sandbox == args.Netns:
+			want.Container = routing.Link{Name: intf.Name, MAC: intf.Mac}
+			contIdx = i
+		case intf.Sandbox == "" && intf.Name == routing.HostVethName(args.ContainerID, args.IfName):
+			want.Host = routing.Link{Name: intf.Name, MAC: intf.Mac}
+		}
+	}
+	if contIdx < 0 {
+		return nil, want, configError("prevResult.interfaces", "no interface %s in sandbox %s", args.IfName, args.Netns)
+	}
+	att := &routing.Attachment{
+		Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName,
+		NetNS: args.Netns, MTU: conf.MTU, Routes: prev.Routes,
+	}
+	for _, ipc := range prev.IPs {
+		if ipc.Interface != nil && *ipc.Interface != contIdx {
+			continue
+		}
+		if ipc.Gateway == nil {
+			return nil, want, configError("prevResult.ips", "address %s has no gateway", ipc.Address.String())
+		}
+		att.Addresses = append(att.Addresses, routing.Address{IPNet: ipc.Address, Gateway: ipc.Gateway})
+	}
+	if len(att.Addresses) == 0 {
+		return nil, want, configError("prevResult.ips", "no address on %s", args.IfName)
+	}
+	return att, want, nil
+}
+
+func masqNets(addrs []routing.Address) []*net.IPNet {
+	out := make([]*net.IPNet, len(addrs))
+	for i, a := range addrs {
+		out[i] = &net.IPNet{IP: a.IPNet.IP, Mask: a.IPNet.Mask}
+	}
+	return out
+}
+
+func addressList(addrs []routing.Address) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.IPNet.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func logOutcome(log *slog.Logger, err error) {
+	if err != nil {
+		log.Error("failed", "err", err)
+	}
+}
+
+// cniError maps an error to the CNI error code that tells the runtime what
+// to do, keeping the message. Errors that already carry a code pass through.
+func cniError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	code := types.ErrInternal
+	switch {
+	case errors.Is(err, ipam.ErrExhausted), errors.Is(err, ipam.ErrBusy):
+		code = types.ErrTryAgainLater
+	case errors.Is(err, ipam.ErrConflict):
+		code = types.ErrInvalidNetworkConfig
+	case errors.Is(err, ipam.ErrCorrupt), errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist):
+		code = types.ErrIOFailure
+	case errors.Is(err, routing.ErrNetNS):
+		code = types.ErrInvalidNetNS
+	}
+	return types.NewError(code, err.Error(), "")
+}
