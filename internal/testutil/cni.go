@@ -205,3 +205,53 @@ func JSON(t testing.TB, v any) string {
 	}
 	return string(b)
 }
+
+// referencePackages maps the reference plugins the tests chain with or
+// compare against to their packages, pinned by the tool directives in go.mod.
+var referencePackages = map[string]string{
+	"ptp":        "github.com/containernetworking/plugins/plugins/main/ptp",
+	"host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
+	"portmap":    "github.com/containernetworking/plugins/plugins/meta/portmap",
+	"bandwidth":  "github.com/containernetworking/plugins/plugins/meta/bandwidth",
+	"tuning":     "github.com/containernetworking/plugins/plugins/meta/tuning",
+	"firewall":   "github.com/containernetworking/plugins/plugins/meta/firewall",
+	"cnitool":    "github.com/containernetworking/cni/cnitool",
+}
+
+var (
+	refMu   sync.Mutex
+	refDirs = map[string]string{}
+)
+
+// ReferencePlugins builds the named reference CNI plugins (and cnitool) at
+// the versions go.mod pins and returns the directory holding them. Builds
+// are cached per test process.
+func ReferencePlugins(t testing.TB, names ...string) string {
+	t.Helper()
+	refMu.Lock()
+	defer refMu.Unlock()
+	key := strings.Join(names, ",")
+	if d, ok := refDirs[key]; ok {
+		return d
+	}
+	dir, err := os.MkdirTemp("", "vethroute-ref-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"build", "-o", dir + "/"}
+	for _, n := range names {
+		pkg, ok := referencePackages[n]
+		if !ok {
+			t.Fatalf("unknown reference plugin %q", n)
+		}
+		args = append(args, pkg)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = RepoRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build reference plugins %v: %v\n%s", names, err, out)
+	}
+	refDirs[key] = dir
+	return dir
+}
