@@ -76,6 +76,13 @@ type Node struct {
 func NewNode(t testing.TB, extraPaths ...string) *Node {
 	t.Helper()
 	nodeNS := NewNS(t)
+	// A real node has an uplink besides lo, so its first veth never gets
+	// ifindex 2, the index its peer gets in a fresh container namespace. A
+	// veth whose index equals its peer's is not treated as urgent by the
+	// kernel's link watcher and comes up to a second late, which would make
+	// the first container of a test namespace look slow for no real reason.
+	MustRunIn(t, nodeNS, "ip", "link", "add", "uplink0", "type", "bridge")
+	MustRunIn(t, nodeNS, "ip", "link", "set", "uplink0", "up")
 	cache := t.TempDir()
 	paths := append([]string{PluginDir(t)}, extraPaths...)
 	return &Node{

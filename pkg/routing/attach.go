@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 )
 
@@ -25,6 +26,12 @@ func Setup(a *Attachment) (ifs *Interfaces, err error) {
 	}
 	defer host.Close()
 
+	// Forwarding goes on before the veth exists: an interface created while
+	// the namespace was not yet a router keeps host behaviour for IPv6 and
+	// answers its container's first neighbour solicitation a second late.
+	if err := EnableForwarding(families(a.Addresses)); err != nil {
+		return nil, err
+	}
 	hostLink, err := createVeth(host, cont, a)
 	if err != nil {
 		return nil, err
@@ -171,10 +178,20 @@ func gatewayFor(a *Attachment, ip net.IP) net.IP {
 // veth, and forwarding is on for the families in use.
 func configureHost(h netlinksafe.Handle, link netlink.Link, a *Attachment) error {
 	name := link.Attrs().Name
+	_, v6 := families(a.Addresses)
 	for _, addr := range a.Addresses {
 		gw := hostPrefix(addr.Gateway)
 		if err := h.AddrAdd(link, &netlink.Addr{IPNet: gw, Flags: addrFlags(gw.IP)}); err != nil && !isExist(err) {
 			return fmt.Errorf("add gateway %s to %s: %w", gw.String(), name, err)
+		}
+	}
+	if v6 {
+		// The node end's link-local address would otherwise stay tentative
+		// for a second or two after the link comes up, and the node cannot
+		// send neighbour solicitations toward the container until it is
+		// not: the container's IPv6 would be unreachable at first.
+		if _, err := sysctl.Sysctl("net/ipv6/conf/"+name+"/accept_dad", "0"); err != nil {
+			return fmt.Errorf("disable DAD on %s: %w", name, err)
 		}
 	}
 	if err := h.LinkSetUp(link); err != nil {
@@ -185,8 +202,7 @@ func configureHost(h netlinksafe.Handle, link netlink.Link, a *Attachment) error
 			return err
 		}
 	}
-	v4, v6 := families(a.Addresses)
-	return EnableForwarding(v4, v6)
+	return nil
 }
 
 // ensureContainerRoute installs the node's route to one container address.

@@ -126,7 +126,9 @@ func (c *NetConf) attachments() []types.GCAttachment {
 
 func parseLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(s) {
-	case "", "info":
+	case "":
+		return slog.LevelWarn, nil
+	case "info":
 		return slog.LevelInfo, nil
 	case "debug":
 		return slog.LevelDebug, nil

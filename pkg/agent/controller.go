@@ -1,0 +1,410 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"text/template"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/vethroute/vethroute/pkg/noderoutes"
+)
+
+// syncKey is the only work item: every change leads to a full, level-
+// triggered reconcile, since the routes of one node depend on all nodes.
+const syncKey = "node-routes"
+
+// ErrWaiting reports a reconcile that cannot finish until the API delivers
+// something (this node, or its podCIDRs); the informer's next event retries
+// it, so it is neither counted as an error nor retried with backoff.
+var ErrWaiting = errors.New("waiting for the API")
+
+// RouteTable is the node's routing table as the controller uses it
+// (*noderoutes.Table in production, a fake in unit tests).
+type RouteTable interface {
+	Connected() ([]netip.Prefix, error)
+	Sync(desired []noderoutes.Route) (noderoutes.Result, error)
+}
+
+// MasqSyncer programs masquerading for a set of pod CIDRs.
+type MasqSyncer interface {
+	Sync(ctx context.Context, podCIDRs []netip.Prefix) error
+}
+
+// Config is what the controller needs besides its collaborators.
+type Config struct {
+	// NodeName is the Node this agent runs on.
+	NodeName string
+	// ConfPath is the CNI configuration file the agent owns.
+	ConfPath string
+	// ConfTemplate renders it; ConfBase carries the fixed fields.
+	ConfTemplate *template.Template
+	ConfBase     ConfData
+	// ResyncPeriod is how often the desired state is re-applied against
+	// drift (a route deleted by hand) without any API change.
+	ResyncPeriod time.Duration
+	// RetryBase and RetryMax bound the exponential backoff of failed
+	// reconciles.
+	RetryBase, RetryMax time.Duration
+	// ClusterCIDRs are extra pod CIDRs that masquerading treats as inside
+	// the cluster, besides every node's spec.podCIDRs.
+	ClusterCIDRs []netip.Prefix
+	// EnableForwarding, when set, turns on IP forwarding for the families
+	// of this node's pod CIDRs (routing.EnableForwarding).
+	EnableForwarding func(v4, v6 bool) error
+}
+
+// Controller keeps one node's CNI configuration, routes and masquerade
+// rules in sync with the cluster's Nodes.
+type Controller struct {
+	cfg      Config
+	nodes    corelisters.NodeLister
+	synced   cache.InformerSynced
+	queue    workqueue.TypedRateLimitingInterface[string]
+	routes   RouteTable
+	masq     MasqSyncer
+	recorder record.EventRecorder
+	metrics  *Metrics
+	log      *slog.Logger
+
+	// reported holds the problems already announced (node, reason ->
+	// message), so an Event is sent when a problem appears or changes,
+	// not on every resync. Only the worker goroutine touches it.
+	reported map[problemKey]string
+	ready    atomic.Bool
+}
+
+type problemKey struct{ node, reason string }
+
+// NewController wires a controller to a Node informer. The informer's
+// factory must be started by the caller.
+func NewController(cfg Config, informer coreinformers.NodeInformer, routes RouteTable, masq MasqSyncer, recorder record.EventRecorder, metrics *Metrics, log *slog.Logger) (*Controller, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("node name is empty")
+	}
+	if cfg.ConfTemplate == nil {
+		t, err := ParseConfTemplate(DefaultConfTemplate)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ConfTemplate = t
+	}
+	if cfg.ResyncPeriod <= 0 {
+		cfg.ResyncPeriod = 30 * time.Second
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 200 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = time.Minute
+	}
+	c := &Controller{
+		cfg:    cfg,
+		nodes:  informer.Lister(),
+		synced: informer.Informer().HasSynced,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](cfg.RetryBase, cfg.RetryMax),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vethroute-agent"},
+		),
+		routes:   routes,
+		masq:     masq,
+		recorder: recorder,
+		metrics:  metrics,
+		log:      log,
+		reported: map[problemKey]string{},
+	}
+	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { c.queue.Add(syncKey) },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*corev1.Node)
+			n, ok2 := newObj.(*corev1.Node)
+			// Kubelets rewrite their Node's status every few seconds;
+			// only what routes or the CNI configuration depend on
+			// matters.
+			if !ok1 || !ok2 || relevantChange(o, n) {
+				c.queue.Add(syncKey)
+			}
+		},
+		DeleteFunc: func(any) { c.queue.Add(syncKey) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add node event handler: %w", err)
+	}
+	return c, nil
+}
+
+// relevantChange reports whether a Node update changes its pod CIDRs or
+// InternalIPs.
+func relevantChange(o, n *corev1.Node) bool {
+	if !slices.Equal(PodCIDRs(o), PodCIDRs(n)) {
+		return true
+	}
+	o4, o6 := InternalIPs(o)
+	n4, n6 := InternalIPs(n)
+	return o4 != n4 || o6 != n6
+}
+
+// Ready reports whether the cache has synced and a reconcile has completed:
+// the CNI configuration is written and routes are programmed.
+func (c *Controller) Ready() bool { return c.ready.Load() }
+
+// Run waits for the informer's cache, then reconciles until ctx ends. It
+// returns once the worker has stopped.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.queue.ShutDown()
+	c.log.Info("waiting for the node informer's cache")
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced) {
+		return fmt.Errorf("node informer cache did not sync: %w", ctx.Err())
+	}
+	c.queue.Add(syncKey)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for c.processNext(ctx) {
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		c.resyncLoop(ctx)
+	}()
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+// resyncLoop re-applies the desired state every ResyncPeriod: the netlink
+// state can drift without any API event (a route deleted by hand). While a
+// reconcile is failing, its backoff decides the pace instead.
+func (c *Controller) resyncLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.ResyncPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c.queue.NumRequeues(syncKey) == 0 {
+				c.queue.Add(syncKey)
+			}
+		}
+	}
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	err := c.Reconcile(ctx)
+	switch {
+	case err == nil:
+		c.queue.Forget(key)
+	case errors.Is(err, ErrWaiting):
+		c.queue.Forget(key)
+		c.log.Info("reconcile waiting", "reason", err)
+	default:
+		delay := c.queue.NumRequeues(key)
+		c.log.Error("reconcile failed; retrying with backoff", "err", err, "retries", delay)
+		c.queue.AddRateLimited(key)
+	}
+	return true
+}
+
+// Reconcile computes the desired state from the informer's cache and
+// applies it: CNI configuration, routes, problems, masquerade rules.
+func (c *Controller) Reconcile(ctx context.Context) (err error) {
+	start := time.Now()
+	defer func() {
+		c.metrics.ReconcileDuration.Observe(time.Since(start).Seconds())
+		switch {
+		case err == nil:
+			c.metrics.Reconciles.WithLabelValues("success").Inc()
+			c.metrics.LastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
+			c.ready.Store(true)
+		case errors.Is(err, ErrWaiting):
+			c.metrics.Reconciles.WithLabelValues("waiting").Inc()
+		default:
+			c.metrics.Reconciles.WithLabelValues("error").Inc()
+			c.metrics.ReconcileErrors.Inc()
+		}
+	}()
+
+	nodes, err := c.nodes.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("list nodes from cache: %w", err)
+	}
+	var errs []error
+	// The CNI configuration and the routes are independent: a node whose
+	// own podCIDRs are not assigned yet still routes toward the others.
+	if err := c.syncConf(nodes); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.syncRoutes(nodes); err != nil {
+		errs = append(errs, err)
+	}
+	if c.masq != nil {
+		if err := c.masq.Sync(ctx, c.podCIDRs(nodes)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return joinReconcileErrors(errs)
+}
+
+// joinReconcileErrors joins errs so that the result matches ErrWaiting only
+// when every error is a wait: a real failure among them must be retried
+// with backoff and counted.
+func joinReconcileErrors(errs []error) error {
+	var real, waiting []error
+	for _, err := range errs {
+		if errors.Is(err, ErrWaiting) {
+			waiting = append(waiting, err)
+		} else {
+			real = append(real, err)
+		}
+	}
+	if len(real) > 0 {
+		for _, w := range waiting {
+			real = append(real, errors.New(w.Error()))
+		}
+		return errors.Join(real...)
+	}
+	return errors.Join(waiting...)
+}
+
+// syncConf writes this node's conflist when it differs from the file.
+func (c *Controller) syncConf(nodes []*corev1.Node) error {
+	self := findNode(nodes, c.cfg.NodeName)
+	if self == nil {
+		return fmt.Errorf("node %s not found: %w", c.cfg.NodeName, ErrWaiting)
+	}
+	if len(PodCIDRs(self)) == 0 {
+		return fmt.Errorf("node %s has no spec.podCIDRs yet: %w", self.Name, ErrWaiting)
+	}
+	data, err := NewConfData(self, c.cfg.ConfBase)
+	if err != nil {
+		return err
+	}
+	if c.cfg.EnableForwarding != nil {
+		var v4, v6 bool
+		for _, r := range data.Ranges {
+			v6 = v6 || r.DefaultRoute == "::/0"
+			v4 = v4 || r.DefaultRoute != "::/0"
+		}
+		if err := c.cfg.EnableForwarding(v4, v6); err != nil {
+			return err
+		}
+	}
+	content, err := RenderConfList(c.cfg.ConfTemplate, data)
+	if err != nil {
+		return err
+	}
+	wrote, err := WriteFileAtomic(c.cfg.ConfPath, content, 0o644)
+	if err != nil {
+		return fmt.Errorf("write CNI configuration: %w", err)
+	}
+	if wrote {
+		c.metrics.ConfWrites.Inc()
+		c.log.Info("wrote CNI configuration", "path", c.cfg.ConfPath, "podCIDRs", PodCIDRs(self), "dir", filepath.Dir(c.cfg.ConfPath))
+	}
+	return nil
+}
+
+// syncRoutes programs the routes toward the other nodes and reports what
+// had to be skipped.
+func (c *Controller) syncRoutes(nodes []*corev1.Node) error {
+	connected, err := c.routes.Connected()
+	if err != nil {
+		return err
+	}
+	desired, problems := DesiredRoutes(c.cfg.NodeName, nodes, connected)
+	want := make([]noderoutes.Route, len(desired))
+	owner := map[netip.Prefix]string{}
+	for i, d := range desired {
+		want[i] = d.Route
+		owner[d.Dst] = d.Node
+	}
+	res, syncErr := c.routes.Sync(want)
+	for _, cf := range res.Conflicts {
+		problems = append(problems, Problem{
+			Node: owner[cf.Want.Dst], Reason: ReasonRouteConflict,
+			Message: fmt.Sprintf("node %s already has a route it did not create where route %s to node %s's pod CIDR would go (%s); leaving it and skipping", c.cfg.NodeName, cf.Want, owner[cf.Want.Dst], cf.Existing),
+		})
+	}
+	c.report(nodes, problems)
+	c.metrics.RoutesProgrammed.Set(float64(res.Programmed))
+	c.metrics.RouteProblems.Set(float64(len(problems)))
+	if res.Added+res.Replaced+res.Removed > 0 {
+		c.log.Info("programmed routes", "added", res.Added, "replaced", res.Replaced, "removed", res.Removed, "programmed", res.Programmed)
+	}
+	if syncErr != nil {
+		return fmt.Errorf("program routes: %w", syncErr)
+	}
+	return nil
+}
+
+// report announces new or changed problems as Warning Events on the Node
+// concerned and in the log, and logs the ones that went away.
+func (c *Controller) report(nodes []*corev1.Node, problems []Problem) {
+	seen := map[problemKey]bool{}
+	for _, p := range problems {
+		k := problemKey{p.Node, p.Reason}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if c.reported[k] == p.Message {
+			continue
+		}
+		c.reported[k] = p.Message
+		c.log.Warn("skipping pod CIDR", "node", p.Node, "reason", p.Reason, "msg", p.Message)
+		if n := findNode(nodes, p.Node); n != nil && c.recorder != nil {
+			c.recorder.Event(n, corev1.EventTypeWarning, p.Reason, p.Message)
+		}
+	}
+	for k := range c.reported {
+		if !seen[k] {
+			delete(c.reported, k)
+			c.log.Info("problem resolved", "node", k.node, "reason", k.reason)
+		}
+	}
+}
+
+// podCIDRs returns every node's pod CIDRs plus the configured cluster CIDRs.
+func (c *Controller) podCIDRs(nodes []*corev1.Node) []netip.Prefix {
+	out := slices.Clone(c.cfg.ClusterCIDRs)
+	for _, n := range nodes {
+		for _, s := range PodCIDRs(n) {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				out = append(out, p.Masked())
+			}
+		}
+	}
+	return out
+}
+
+func findNode(nodes []*corev1.Node, name string) *corev1.Node {
+	for _, n := range nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}

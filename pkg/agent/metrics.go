@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the agent's Prometheus metrics, registered on their own
+// registry so tests can read them without global state.
+type Metrics struct {
+	// Registry holds every metric below plus the Go and process collectors.
+	Registry *prometheus.Registry
+
+	// RoutesProgrammed is the number of routes toward other nodes' pod
+	// CIDRs present after the last reconcile.
+	RoutesProgrammed prometheus.Gauge
+	// RouteProblems is the number of pod CIDRs skipped in the last
+	// reconcile (unreachable InternalIP, conflicting route, ...).
+	RouteProblems prometheus.Gauge
+	// Reconciles counts reconciles by result ("success" or "error").
+	Reconciles *prometheus.CounterVec
+	// ReconcileErrors counts failed reconciles.
+	ReconcileErrors prometheus.Counter
+	// ReconcileDuration observes how long reconciles take.
+	ReconcileDuration prometheus.Histogram
+	// LastSuccess is the Unix time of the last successful reconcile.
+	LastSuccess prometheus.Gauge
+	// ConfWrites counts rewrites of the CNI configuration file.
+	ConfWrites prometheus.Counter
+}
+
+// NewMetrics creates and registers the agent's metrics.
+func NewMetrics() *Metrics {
+	const ns = "vethroute_agent"
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		RoutesProgrammed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "routes_programmed",
+			Help: "Routes toward other nodes' pod CIDRs present on this node after the last reconcile.",
+		}),
+		RouteProblems: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "route_problems",
+			Help: "Pod CIDRs of other nodes skipped in the last reconcile (see the Node's Events).",
+		}),
+		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "reconciles_total",
+			Help: "Reconciles of routes, CNI configuration and masquerade rules, by result.",
+		}, []string{"result"}),
+		ReconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "reconcile_errors_total",
+			Help: "Reconciles that failed and were retried with backoff.",
+		}),
+		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "reconcile_duration_seconds",
+			Help:    "Duration of reconciles.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		LastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "last_successful_sync_timestamp_seconds",
+			Help: "Unix time of the last successful reconcile.",
+		}),
+		ConfWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "cni_config_writes_total",
+			Help: "Times the CNI configuration file was (re)written.",
+		}),
+	}
+	m.Registry.MustRegister(
+		m.RoutesProgrammed, m.RouteProblems, m.Reconciles, m.ReconcileErrors,
+		m.ReconcileDuration, m.LastSuccess, m.ConfWrites,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}

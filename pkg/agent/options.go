@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vethroute/vethroute/pkg/noderoutes"
+)
+
+// Options are the agent's command-line settings. docs/kubernetes.md lists
+// them; AddFlags is the single place their names and defaults live.
+type Options struct {
+	Kubeconfig       string
+	NodeName         string
+	CNIConfDir       string
+	CNIConfName      string
+	CNIConfTemplate  string
+	CNIVersion       string
+	Network          string
+	MTU              int
+	IPAMDataDir      string
+	PluginLogFile    string
+	RouteProtocol    int
+	ResyncPeriod     time.Duration
+	Masquerade       bool
+	ClusterCIDRs     string
+	EnableForwarding bool
+	HealthAddr       string
+	LogLevel         string
+	LogFormat        string
+	ShutdownTimeout  time.Duration
+}
+
+// AddFlags registers every option on fs with its default.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
+	fs.StringVar(&o.NodeName, "node-name", "", "name of the Node this agent runs on (default $NODE_NAME)")
+	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory the CNI configuration is written to")
+	fs.StringVar(&o.CNIConfName, "cni-conf-name", "10-vethroute.conflist", "file name of the CNI configuration")
+	fs.StringVar(&o.CNIConfTemplate, "cni-conf-template", "", "Go text/template file for the conflist; empty uses the built-in one")
+	fs.StringVar(&o.CNIVersion, "cni-version", "1.1.0", "cniVersion of the written conflist")
+	fs.StringVar(&o.Network, "network-name", "vethroute", "network name of the written conflist")
+	fs.IntVar(&o.MTU, "mtu", 0, "pod interface MTU written to the conflist; 0 leaves the plugin's default (1500)")
+	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", "/var/lib/cni/vethroute", "reservation directory of the plugin's built-in IPAM")
+	fs.StringVar(&o.PluginLogFile, "plugin-log-file", "", "log file the plugin writes to (conflist logFile); empty logs to the runtime")
+	fs.IntVar(&o.RouteProtocol, "route-protocol", int(noderoutes.DefaultProtocol), "route protocol number that tags (and marks as the agent's) the routes to other nodes")
+	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "how often routes are re-applied against drift without an API change")
+	fs.BoolVar(&o.Masquerade, "masquerade", false, "masquerade pod traffic leaving the cluster's pod CIDRs (nftables table inet vethroute-agent)")
+	fs.StringVar(&o.ClusterCIDRs, "cluster-cidrs", "", "comma-separated extra pod CIDRs that masquerading treats as inside the cluster")
+	fs.BoolVar(&o.EnableForwarding, "enable-forwarding", true, "turn on IP forwarding for the families of this node's pod CIDRs")
+	fs.StringVar(&o.HealthAddr, "health-addr", ":9387", "listen address of /healthz, /readyz and /metrics; empty disables")
+	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a SIGTERM waits for the HTTP server and event sink to drain")
+}
+
+// Validate checks the options and fills the ones taken from elsewhere.
+func (o *Options) Validate(getenv func(string) string) error {
+	var errs []error
+	if o.NodeName == "" {
+		o.NodeName = getenv("NODE_NAME")
+	}
+	if o.NodeName == "" {
+		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
+	}
+	if !filepath.IsAbs(o.CNIConfDir) {
+		errs = append(errs, fmt.Errorf("--cni-conf-dir %q is not absolute", o.CNIConfDir))
+	}
+	if ext := filepath.Ext(o.CNIConfName); ext != ".conflist" || strings.ContainsRune(o.CNIConfName, '/') {
+		errs = append(errs, fmt.Errorf("--cni-conf-name %q must be a file name ending in .conflist", o.CNIConfName))
+	}
+	if !filepath.IsAbs(o.IPAMDataDir) {
+		errs = append(errs, fmt.Errorf("--ipam-data-dir %q is not absolute", o.IPAMDataDir))
+	}
+	if o.RouteProtocol < 1 || o.RouteProtocol > 255 || o.RouteProtocol == 86 || o.RouteProtocol <= 4 {
+		errs = append(errs, fmt.Errorf("--route-protocol %d must be 5..255 and not 86 (the plugin's)", o.RouteProtocol))
+	}
+	if o.ResyncPeriod < time.Second {
+		errs = append(errs, fmt.Errorf("--resync-period %s is below 1s", o.ResyncPeriod))
+	}
+	if o.MTU != 0 && (o.MTU < 68 || o.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("--mtu %d is outside 68..65535", o.MTU))
+	}
+	if _, err := o.clusterCIDRs(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.LogFormat != "text" && o.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q is neither text nor json", o.LogFormat))
+	}
+	if _, err := ParseLevel(o.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) clusterCIDRs() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(o.ClusterCIDRs, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-cidrs: %w", err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

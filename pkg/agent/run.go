@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"text/template"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/knftables"
+
+	"github.com/vethroute/vethroute/pkg/noderoutes"
+	"github.com/vethroute/vethroute/pkg/routing"
+)
+
+// Run runs the agent until ctx ends (SIGTERM), then shuts down gracefully:
+// the HTTP server drains, the event sink stops and the informers stop. The
+// CNI configuration, routes and masquerade rules stay in place, so pods
+// keep their network while the agent is restarted or upgraded; the next
+// agent reconciles them against the cluster as it finds it.
+func Run(ctx context.Context, o Options, version string, log *slog.Logger) error {
+	if err := o.Validate(os.Getenv); err != nil {
+		return err
+	}
+	// client-go logs through klog; send it to the same structured log.
+	klog.SetSlogLogger(log)
+	log = log.With("node", o.NodeName)
+
+	restCfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load kubeconfig: %w", err)
+	}
+	restCfg.UserAgent = Component + "/" + version
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("create clientset: %w", err)
+	}
+
+	table, err := noderoutes.Open(netlink.RouteProtocol(o.RouteProtocol))
+	if err != nil {
+		return err
+	}
+	defer table.Close()
+
+	masq, err := setupMasquerade(ctx, o, log)
+	if err != nil {
+		return err
+	}
+
+	tmpl, err := loadTemplate(o.CNIConfTemplate)
+	if err != nil {
+		return err
+	}
+	clusterCIDRs, _ := o.clusterCIDRs()
+	cfg := Config{
+		NodeName:     o.NodeName,
+		ConfPath:     filepath.Join(o.CNIConfDir, o.CNIConfName),
+		ConfTemplate: tmpl,
+		ConfBase: ConfData{
+			CNIVersion: o.CNIVersion, Network: o.Network, MTU: o.MTU,
+			DataDir: o.IPAMDataDir, LogFile: o.PluginLogFile,
+		},
+		ResyncPeriod: o.ResyncPeriod,
+		ClusterCIDRs: clusterCIDRs,
+	}
+	if o.EnableForwarding {
+		cfg.EnableForwarding = routing.EnableForwarding
+	}
+
+	metrics := NewMetrics()
+	recorder, stopEvents := NewEventRecorder(ctx, client, o.NodeName)
+	defer stopEvents()
+
+	// No informer resync: the controller's own resync re-applies the
+	// desired state from the cache, which costs the API nothing.
+	factory := informers.NewSharedInformerFactory(client, 0)
+	ctrl, err := NewController(cfg, factory.Core().V1().Nodes(), table, masq, recorder, metrics, log)
+	if err != nil {
+		return err
+	}
+
+	var srv *http.Server
+	if o.HealthAddr != "" {
+		ln, err := net.Listen("tcp", o.HealthAddr)
+		if err != nil {
+			return fmt.Errorf("listen on --health-addr %s: %w", o.HealthAddr, err)
+		}
+		srv = &http.Server{Handler: Handler(metrics, ctrl.Ready), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("health server stopped", "err", err)
+			}
+		}()
+		log.Info("serving /healthz, /readyz and /metrics", "addr", ln.Addr().String())
+	}
+
+	log.Info("starting", "version", version, "conf", cfg.ConfPath, "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "resync", o.ResyncPeriod)
+	factory.Start(ctx.Done())
+	runErr := ctrl.Run(ctx)
+
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+	defer cancel()
+	if srv != nil {
+		if err := srv.Shutdown(shutCtx); err != nil {
+			log.Warn("health server shutdown", "err", err)
+		}
+	}
+	factory.Shutdown()
+	if runErr != nil && ctx.Err() == nil {
+		return runErr
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func loadTemplate(path string) (*template.Template, error) {
+	text := DefaultConfTemplate
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read --cni-conf-template: %w", err)
+		}
+		text = string(b)
+	}
+	return ParseConfTemplate(text)
+}
+
+// setupMasquerade returns the masquerader when --masquerade is on. When it
+// is off, a table left by an earlier run with it on is removed, best
+// effort: without the nft binary there is nothing to remove either.
+func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (MasqSyncer, error) {
+	nft, err := knftables.New(knftables.InetFamily, MasqTable)
+	if err != nil {
+		if o.Masquerade {
+			return nil, fmt.Errorf("--masquerade needs nftables: %w", err)
+		}
+		log.Debug("nftables unavailable; no masquerade table to clean up", "err", err)
+		return nil, nil
+	}
+	m := NewMasquerader(nft)
+	if !o.Masquerade {
+		if err := m.Delete(ctx); err != nil {
+			log.Warn("remove stale masquerade table", "err", err)
+		}
+		return nil, nil
+	}
+	return m, nil
+}
