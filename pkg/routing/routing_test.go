@@ -1,0 +1,204 @@
+package routing
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vethroute/vethroute/internal/testutil"
+)
+
+func TestHostVethName(t *testing.T) {
+	seen := map[string]string{}
+	for _, key := range [][2]string{{"c1", "eth0"}, {"c1", "eth1"}, {"c2", "eth0"}, {strings.Repeat("f", 64), "net1"}} {
+		name := HostVethName(key[0], key[1])
+		if len(name) != 15 || !strings.HasPrefix(name, "vrt") {
+			t.Errorf("HostVethName%v = %q: want 15 characters starting with vrt", key, name)
+		}
+		if name != HostVethName(key[0], key[1]) {
+			t.Errorf("HostVethName%v is not deterministic", key)
+		}
+		if other, dup := seen[name]; dup {
+			t.Errorf("HostVethName%v collides with %s", key, other)
+		}
+		seen[name] = key[0] + "/" + key[1]
+	}
+}
+
+func TestAliasRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		alias string
+		ok    bool
+	}{
+		{Alias("net-1.a", "abc_123", "eth0"), true},
+		{"vethroute:n:c", false},
+		{"other:n:c:eth0", false},
+		{"", false},
+	} {
+		n, c, i, ok := parseAlias(tc.alias)
+		if ok != tc.ok {
+			t.Errorf("parseAlias(%q) ok = %v, want %v", tc.alias, ok, tc.ok)
+		}
+		if ok && (n != "net-1.a" || c != "abc_123" || i != "eth0") {
+			t.Errorf("parseAlias(%q) = %s %s %s", tc.alias, n, c, i)
+		}
+	}
+}
+
+func addr(t *testing.T, cidr, gw string) Address {
+	t.Helper()
+	ip, ipn, err := net.ParseCIDR(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	ipn.IP = ip
+	return Address{IPNet: *ipn, Gateway: net.ParseIP(gw)}
+}
+
+func defaultRoute(t *testing.T, cidr string) *types.Route {
+	_, ipn, err := net.ParseCIDR(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &types.Route{Dst: *ipn}
+}
+
+// inNode runs f with the node namespace as the calling thread's namespace,
+// which is where Setup, Teardown and Verify put the node side.
+func inNode(t *testing.T, node ns.NetNS, f func() error) error {
+	t.Helper()
+	return node.Do(func(ns.NetNS) error { return f() })
+}
+
+func TestSetupVerifyTeardown(t *testing.T) {
+	tests := []struct {
+		name  string
+		addrs func(t *testing.T) []Address
+		route []string
+	}{
+		{"ipv4", func(t *testing.T) []Address { return []Address{addr(t, "10.5.0.2/24", "10.5.0.1")} }, []string{"0.0.0.0/0"}},
+		{"ipv6", func(t *testing.T) []Address { return []Address{addr(t, "fd00:5::2/64", "fd00:5::1")} }, []string{"::/0"}},
+		{"dual", func(t *testing.T) []Address {
+			return []Address{addr(t, "10.5.0.2/24", "10.5.0.1"), addr(t, "fd00:5::2/64", "fd00:5::1")}
+		}, []string{"0.0.0.0/0", "::/0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node, cont := testutil.NewNS(t), testutil.NewNS(t)
+			a := &Attachment{Network: "rt", ContainerID: "c1", IfName: "eth0", NetNS: cont.Path(), MTU: 1400, Addresses: tc.addrs(t)}
+			for _, r := range tc.route {
+				a.Routes = append(a.Routes, defaultRoute(t, r))
+			}
+			var ifs *Interfaces
+			if err := inNode(t, node, func() (err error) { ifs, err = Setup(a); return err }); err != nil {
+				t.Fatalf("Setup: %v", err)
+			}
+			if ifs.Host.Name != a.HostVeth() || ifs.Container.Name != "eth0" || ifs.Host.MTU != 1400 || ifs.Container.MAC == "" {
+				t.Fatalf("interfaces = %+v", ifs)
+			}
+			if err := inNode(t, node, func() error { return Verify(a, *ifs) }); err != nil {
+				t.Fatalf("Verify right after Setup: %v", err)
+			}
+			for _, ad := range a.Addresses {
+				if out, err := testutil.Ping(t, cont, ad.Gateway.String(), 1); err != nil {
+					t.Errorf("gateway %s unreachable: %v\n%s", ad.Gateway, err, out)
+				}
+			}
+			// Drift: the node loses its route to the container.
+			testutil.MustRunIn(t, node, "ip", "route", "del", hostPrefix(a.Addresses[0].IPNet.IP).String())
+			err := inNode(t, node, func() error { return Verify(a, *ifs) })
+			if err == nil || !strings.Contains(err.Error(), "node route "+hostPrefix(a.Addresses[0].IPNet.IP).String()) {
+				t.Fatalf("Verify after drift = %v, want the missing node route named", err)
+			}
+			for range 2 {
+				if err := inNode(t, node, func() error { return Teardown("rt", "c1", "eth0") }); err != nil {
+					t.Fatalf("Teardown: %v", err)
+				}
+			}
+			if out, err := testutil.RunIn(t, cont, 10*time.Second, "ip", "-o", "link", "show", "eth0"); err == nil {
+				t.Fatalf("container interface survived Teardown: %s", out)
+			}
+		})
+	}
+}
+
+// TestForeignInterfaceIsLeftAlone plants an interface with the name vethroute
+// would choose: Setup must refuse, Teardown and CollectGarbage must not
+// delete it.
+func TestForeignInterfaceIsLeftAlone(t *testing.T) {
+	node, cont := testutil.NewNS(t), testutil.NewNS(t)
+	name := HostVethName("c1", "eth0")
+	testutil.MustRunIn(t, node, "ip", "link", "add", name, "type", "bridge")
+	a := &Attachment{Network: "rt", ContainerID: "c1", IfName: "eth0", NetNS: cont.Path(), MTU: 1500,
+		Addresses: []Address{addr(t, "10.5.0.2/24", "10.5.0.1")}}
+	err := inNode(t, node, func() error { _, err := Setup(a); return err })
+	if !errors.Is(err, ErrForeign) {
+		t.Fatalf("Setup over a foreign interface = %v, want ErrForeign", err)
+	}
+	if err := inNode(t, node, func() error { return Teardown("rt", "c1", "eth0") }); !errors.Is(err, ErrForeign) {
+		t.Fatalf("Teardown of a foreign interface = %v, want ErrForeign", err)
+	}
+	if err := inNode(t, node, func() error {
+		_, err := CollectGarbage("rt", func(string, string) bool { return false })
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.MustRunIn(t, node, "ip", "link", "show", name) // fails the test if it is gone
+	if out, err := testutil.RunIn(t, cont, 10*time.Second, "ip", "-o", "link", "show", "eth0"); err == nil {
+		t.Fatalf("failed Setup left eth0 in the container: %s", out)
+	}
+}
+
+func TestEnsureHostRoutes(t *testing.T) {
+	node := testutil.NewNS(t)
+	peer := testutil.NewNS(t)
+	testutil.MustRunIn(t, node, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", peer.Path())
+	testutil.MustRunIn(t, node, "ip", "addr", "add", "172.16.0.1/24", "dev", "up0")
+	testutil.MustRunIn(t, node, "ip", "link", "set", "up0", "up")
+	route := func(dst, gw string) *types.Route {
+		r := defaultRoute(t, dst)
+		r.GW = net.ParseIP(gw)
+		return r
+	}
+	tests := []struct {
+		name      string
+		routes    []*types.Route
+		wantAdded int
+		wantErr   string
+	}{
+		{"adds a missing route", []*types.Route{route("10.0.0.0/24", "172.16.0.2")}, 1, ""},
+		{"keeps an existing one", []*types.Route{route("10.0.0.0/24", "172.16.0.2")}, 0, ""},
+		{"refuses a conflicting gateway", []*types.Route{route("10.0.0.0/24", "172.16.0.3")}, 0, "conflicts with the node's route"},
+		{"rolls back on an unreachable gateway", []*types.Route{route("10.9.0.0/24", "172.16.0.2"), route("10.8.0.0/24", "172.31.0.1")}, 0, "not on a subnet directly connected"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var added int
+			err := inNode(t, node, func() error {
+				a, err := EnsureHostRoutes(tc.routes)
+				added = len(a)
+				return err
+			})
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("EnsureHostRoutes = %v, want error %q", err, tc.wantErr)
+			}
+			if added != tc.wantAdded {
+				t.Fatalf("added %d routes, want %d", added, tc.wantAdded)
+			}
+		})
+	}
+	if r := testutil.MustRunIn(t, node, "ip", "route", "show", "10.9.0.0/24"); r != "" {
+		t.Fatalf("a failed EnsureHostRoutes left %s", r)
+	}
+	if err := inNode(t, node, func() error { return VerifyHostRoutes([]*types.Route{route("10.0.0.0/24", "172.16.0.2")}) }); err != nil {
+		t.Fatal(err)
+	}
+}
