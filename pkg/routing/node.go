@@ -55,9 +55,9 @@ func EnsureHostRoutes(routes []*types.Route) (added []*netlink.Route, err error)
 	for _, r := range routes {
 		dst := r.Dst
 		want := &netlink.Route{Dst: &dst, Gw: r.GW, Protocol: RouteProtocol, Priority: r.Priority}
-		existing, err := h.RouteListFiltered(familyOf(dst.IP), &netlink.Route{Dst: &dst, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		existing, err := routesTo(h, &dst)
 		if err != nil {
-			return added, fmt.Errorf("list node routes to %s: %w", dst.String(), err)
+			return added, err
 		}
 		if len(existing) > 0 {
 			if sameGateway(existing, r.GW) {
@@ -109,15 +109,36 @@ func VerifyHostRoutes(routes []*types.Route) error {
 	var errs []error
 	for _, r := range routes {
 		dst := r.Dst
-		existing, err := h.RouteListFiltered(familyOf(dst.IP), &netlink.Route{Dst: &dst, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+		existing, err := routesTo(h, &dst)
 		if err != nil {
-			return fmt.Errorf("list node routes to %s: %w", dst.String(), err)
+			return err
 		}
 		if !sameGateway(existing, r.GW) {
 			errs = append(errs, fmt.Errorf("node route %s via %s (hostRoutes) is missing", dst.String(), r.GW))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// routesTo returns the node's routes for exactly the prefix dst. It asks the
+// kernel for the FIB entry that matches dst (RTM_F_FIB_MATCH) instead of
+// dumping the routing table, so the cost of an ADD does not grow with the
+// number of containers (each has a route) on the node.
+func routesTo(h netlinksafe.Handle, dst *net.IPNet) ([]netlink.Route, error) {
+	found, err := h.RouteGetWithOptions(dst.IP, &netlink.RouteGetOptions{FIBMatch: true})
+	if err != nil {
+		if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ESRCH) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look up node route to %s: %w", dst.String(), err)
+	}
+	var out []netlink.Route
+	for _, r := range found {
+		if r.Dst != nil && r.Dst.String() == dst.String() {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 func sameGateway(routes []netlink.Route, gw net.IP) bool {
