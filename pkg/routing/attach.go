@@ -66,17 +66,6 @@ func Setup(a *Attachment) (ifs *Interfaces, err error) {
 // left alone and reported.
 func createVeth(host netlinksafe.Handle, cont *container, a *Attachment) (netlink.Link, error) {
 	name := a.HostVeth()
-	if old, err := host.LinkByName(name); err == nil {
-		if !ownedBy(old, a.alias()) {
-			return nil, fmt.Errorf("interface %s exists on the node (group %d, alias %q): %w; remove it or free the name", name, old.Attrs().Group, old.Attrs().Alias, ErrForeign)
-		}
-		if err := host.LinkDel(old); err != nil {
-			return nil, fmt.Errorf("remove leftover %s of an earlier ADD: %w", name, err)
-		}
-	} else if !isNotFound(err) {
-		return nil, fmt.Errorf("look up %s: %w", name, err)
-	}
-
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = name
 	attrs.MTU = a.MTU
@@ -88,9 +77,28 @@ func createVeth(host netlinksafe.Handle, cont *container, a *Attachment) (netlin
 		PeerMTU:       uint32(a.MTU),
 		PeerTxQLen:    -1,
 	}
-	if err := host.LinkAdd(veth); err != nil {
+	// Try first, look only on a clash: the common case costs one request.
+	err := host.LinkAdd(veth)
+	if isExist(err) {
+		old, lerr := host.LinkByName(name)
+		switch {
+		case isNotFound(lerr):
+			return nil, fmt.Errorf("create veth %s: an interface named %s already exists in netns %s: %w", name, a.IfName, a.NetNS, err)
+		case lerr != nil:
+			return nil, fmt.Errorf("look up %s: %w", name, lerr)
+		case !ownedBy(old, a.alias()):
+			return nil, fmt.Errorf("interface %s exists on the node (group %d, alias %q): %w; remove it or free the name", name, old.Attrs().Group, old.Attrs().Alias, ErrForeign)
+		}
+		// The node end of an earlier, interrupted ADD of this attachment.
+		if err := host.LinkDel(old); err != nil {
+			return nil, fmt.Errorf("remove leftover %s of an earlier ADD: %w", name, err)
+		}
+		veth.Index = 0
+		err = host.LinkAdd(veth)
+	}
+	if err != nil {
 		if isExist(err) {
-			return nil, fmt.Errorf("create veth %s/%s: an interface named %s already exists in netns %s (or %s on the node): %w", name, a.IfName, a.IfName, a.NetNS, name, err)
+			return nil, fmt.Errorf("create veth %s: an interface named %s already exists in netns %s: %w", name, a.IfName, a.NetNS, err)
 		}
 		return nil, fmt.Errorf("create veth %s with peer %s in netns %s: %w", name, a.IfName, a.NetNS, err)
 	}
