@@ -152,9 +152,15 @@ func TestContainerd(t *testing.T) {
 // own deadline, so that a hung step fails and t.Cleanup still has time to
 // stop containerd: a test killed by the timeout panic runs no cleanup.
 func testContext(t *testing.T) context.Context {
+	const cleanupReserve, needs = 3 * time.Minute, 5 * time.Minute
 	deadline := time.Now().Add(20 * time.Minute)
-	if d, ok := t.Deadline(); ok && d.Add(-3*time.Minute).Before(deadline) {
-		deadline = d.Add(-3 * time.Minute)
+	if d, ok := t.Deadline(); ok {
+		if left := time.Until(d); left < cleanupReserve+needs {
+			t.Fatalf("go test -timeout leaves %s; this test needs up to %s plus %s for cleanup: use -timeout 15m or more", left.Round(time.Second), needs, cleanupReserve)
+		}
+		if d.Add(-cleanupReserve).Before(deadline) {
+			deadline = d.Add(-cleanupReserve)
+		}
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vethroute/vethroute/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -182,6 +183,13 @@ func newCluster(ctx context.Context, t *testing.T) *cluster {
 	// Registered before anything is started: it runs last-in-first-out,
 	// so after every later cleanup and before the node and dir go away.
 	t.Cleanup(c.teardown)
+	// containerd is the subreaper of its shims; when it stops (restart,
+	// teardown) they would be re-parented to the machine's init and linger
+	// as zombies until it gets round to them. As the subreaper ourselves,
+	// the test reaps them in teardown.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("become child subreaper: %v", err)
+	}
 	c.startHolder(ctx, t)
 	if err := c.start(ctx); err != nil {
 		t.Fatalf("start containerd: %v", err)
@@ -594,7 +602,69 @@ func (c *cluster) teardown() {
 	if c.holder != nil {
 		_ = c.holder.Wait()
 	}
+	c.reapOrphans()
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 	c.removeCgroups()
+}
+
+// reapOrphans waits for the exited processes re-parented to the test (the
+// shims and pods of a stopped containerd), for at most 10s. Only zombies
+// are reaped, by PID: a running child may be an exec.Cmd whose Wait is
+// still due.
+func (c *cluster) reapOrphans() {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		zombies, orphans := children()
+		for _, pid := range zombies {
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		}
+		if len(zombies) == 0 && len(orphans) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Errorf("teardown: children left: zombies %v, running %v", zombies, orphans)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// children lists the test process's children that are not the go tool's
+// helpers: zombies, and running processes that were started by containerd
+// (shims, pods) rather than by the test.
+func children() (zombies, running []int) {
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces, so split
+		// after the last ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		comm := s[strings.IndexByte(s, '(')+1 : i]
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 || f[1] != strconv.Itoa(self) {
+			continue
+		}
+		switch {
+		case f[0] == "Z":
+			zombies = append(zombies, pid)
+		case strings.HasPrefix(comm, "containerd-shim") || comm == "pause":
+			running = append(running, pid)
+		}
+	}
+	return zombies, running
 }
 
 // killAll SIGKILLs the processes list returns until it returns none, for
