@@ -82,10 +82,17 @@ func TestChain(t *testing.T) {
 		// portmap picks iptables whenever the iptables command works
 		// (here iptables-nft 1.8.x), nftables only without it.
 		wantBackend string
+		// wantPeerIsNode: whether the server sees the node's gateway
+		// instead of the client as its peer. portmap's iptables backend
+		// masquerades every source in the pod's subnet (the address
+		// vethroute reports carries the subnet's prefix), taking it for
+		// bridge hairpin traffic; its nftables backend only true
+		// hairpin, the pod's own address.
+		wantPeerIsNode bool
 	}{
-		{name: "1.1.0 iptables", cniVersion: "1.1.0", backend: "iptables", wantBackend: "iptables"},
-		{name: "1.0.0 nftables", cniVersion: "1.0.0", backend: "nftables", wantBackend: "nftables"},
-		{name: "0.4.0 default backend", cniVersion: "0.4.0", wantBackend: "iptables"},
+		{name: "1.1.0 iptables", cniVersion: "1.1.0", backend: "iptables", wantBackend: "iptables", wantPeerIsNode: true},
+		{name: "1.0.0 nftables", cniVersion: "1.0.0", backend: "nftables", wantBackend: "nftables", wantPeerIsNode: false},
+		{name: "0.4.0 default backend", cniVersion: "0.4.0", wantBackend: "iptables", wantPeerIsNode: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,7 +103,7 @@ func TestChain(t *testing.T) {
 			node := testutil.NewNode(t, ref)
 			testutil.MustRunIn(t, node.NS, "ip", "link", "set", "lo", "up")
 			list := node.ConfList(t, fmt.Sprintf(conflistTemplate, tc.cniVersion, backendKey, somaxconn))
-			runChain(t, node, list, tc.wantBackend)
+			runChain(t, node, list, tc.wantBackend, tc.wantPeerIsNode)
 		})
 	}
 }
@@ -132,7 +139,7 @@ func attach(t *testing.T, node *testutil.Node, list *libcni.NetworkConfigList, i
 	return &attachment{rt: rt, netns: podNS, ip: res.IPs[0].Address.IP, hostVeth: routing.HostVethName(id, "eth0"), result: res}
 }
 
-func runChain(t *testing.T, node *testutil.Node, list *libcni.NetworkConfigList, backend string) {
+func runChain(t *testing.T, node *testutil.Node, list *libcni.NetworkConfigList, backend string, peerIsNode bool) {
 	portMaps := []map[string]any{{"hostPort": hostPort, "containerPort": containerPort, "protocol": "tcp"}}
 	server := attach(t, node, list, "chain-server", map[string]any{"portMappings": portMaps, "bandwidth": bandwidth})
 	// The client has no port mapping and no bandwidth: a control for the
@@ -152,7 +159,11 @@ func runChain(t *testing.T, node *testutil.Node, list *libcni.NetworkConfigList,
 		requireDNAT(t, node, backend, client.ip, false)
 		// Through the node's port: client -> gateway:hostPort, DNAT to
 		// the server pod's containerPort, reply un-NATed back.
-		requireEcho(t, server, client, net.JoinHostPort(gateway, fmt.Sprint(hostPort)))
+		peer := client.ip.String()
+		if peerIsNode {
+			peer = gateway
+		}
+		requireEcho(t, server, client, net.JoinHostPort(gateway, fmt.Sprint(hostPort)), peer)
 	})
 	t.Run("bandwidth", func(t *testing.T) {
 		qd := testutil.MustRunIn(t, node.NS, "tc", "qdisc", "show", "dev", server.hostVeth)
@@ -284,9 +295,9 @@ func requireFirewall(t *testing.T, node *testutil.Node, ip net.IP, want bool) {
 }
 
 // requireEcho runs a TCP server in the server pod's namespace and connects
-// from the client pod's namespace to addr; the bytes must arrive and the
-// server's answer must come back.
-func requireEcho(t *testing.T, server, client *attachment, addr string) {
+// from the client pod's namespace to addr; the bytes must arrive from peer
+// and the server's answer must come back.
+func requireEcho(t *testing.T, server, client *attachment, addr, peer string) {
 	t.Helper()
 	var ln net.Listener
 	// A socket stays in the namespace it was created in, so the listener
@@ -338,15 +349,8 @@ func requireEcho(t *testing.T, server, client *attachment, addr string) {
 	}
 	select {
 	case s := <-got:
-		// The peer the server sees: the client's own address, or the
-		// node's (the gateway) when portmap masquerades. Its iptables
-		// backend masquerades every source inside the pod's subnet,
-		// taking it for bridge hairpin traffic; its nftables backend
-		// only true hairpin (source == destination).
-		fromClient := string(payload) + " from " + client.ip.String()
-		fromNode := string(payload) + " from " + gateway
-		if s != fromClient && s != fromNode {
-			t.Errorf("server got %q, want %q or %q", s, fromClient, fromNode)
+		if want := string(payload) + " from " + peer; s != want {
+			t.Errorf("server got %q, want %q", s, want)
 		}
 	case <-time.After(20 * time.Second):
 		t.Error("server got nothing within 20s")
