@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vethroute/vethroute/internal/testutil"
+)
+
+func TestPercentile(t *testing.T) {
+	ms := func(v ...int) durations {
+		var d durations
+		for _, x := range v {
+			d = append(d, time.Duration(x)*time.Millisecond)
+		}
+		return d
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = 100 - i // descending: percentile must sort
+	}
+	for _, tc := range []struct {
+		name string
+		d    durations
+		p    float64
+		want time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one", ms(7), 99, 7 * time.Millisecond},
+		{"median of odd", ms(3, 1, 2), 50, 2 * time.Millisecond},
+		{"median of even is the lower middle", ms(4, 1, 3, 2), 50, 2 * time.Millisecond},
+		{"p99 of 100 ignores the single largest", ms(hundred...), 99, 99 * time.Millisecond},
+		{"p100 is the maximum", ms(hundred...), 100, 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.d.percentile(tc.p); got != tc.want {
+				t.Errorf("percentile(%v) = %v, want %v", tc.p, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseStrace(t *testing.T) {
+	trace := `100 execve("/bin/ptp", ["/bin/ptp"], 0x0 /* 5 vars */) = 0
+100 setns(3</run/netns/c>, CLONE_NEWNET) = 0
+100 sendto(3<NETLINK:[ROUTE:100]>, [{nlmsg_len=36, nlmsg_type=RTM_GETROUTE, nlmsg_flags=NLM_F_REQUEST, nlmsg_seq=1}], 36, 0, NULL, 0) = 36
+100 sendto(4<NETLINK:[1234]>, [{nlmsg_len=17, nlmsg_type=0x12 /* NLMSG_??? */, nlmsg_flags=NLM_F_REQUEST|0x300, nlmsg_seq=2}], 17, 0, NULL, 0) = 17
+100 sendto(4<NETLINK:[1234]>, [{nlmsg_len=17, nlmsg_type=RTM_NEWLINK, nlmsg_flags=NLM_F_REQUEST|NLM_F_ACK|NLM_F_EXCL|NLM_F_CREATE, nlmsg_seq=3}], 17, 0, NULL, 0) = 17
+101 recvfrom(4<NETLINK:[1234]>,  <unfinished ...>
+100 recvfrom(3<NETLINK:[ROUTE:100]>, [...], 65536, 0, NULL, NULL) = 1000
+101 <... recvfrom resumed>[...], 65536, 0, NULL, NULL) = 500
+100 sendto(5<TCP:[1.2.3.4:5->6.7.8.9:10]>, "x", 1, 0, NULL, 0) = 1
+101 execve("/bin/host-local", ["host-local"], 0x0 /* 5 vars */) = 0
+101 openat(AT_FDCWD, "/var/lib/cni/networks/bench/10.0.0.2", O_RDONLY|O_CLOEXEC) = 7
+`
+	f := filepath.Join(t.TempDir(), "trace")
+	if err := os.WriteFile(f, []byte(trace), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseStrace(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"RTM_GETROUTE": 1, "RTM_GETLINK dump": 1, "RTM_NEWLINK": 1}
+	for k, v := range want {
+		if c.requests[k] != v {
+			t.Errorf("requests[%q] = %d, want %d (all: %v)", k, c.requests[k], v, c.requests)
+		}
+	}
+	if c.total != 3 || c.dumps != 1 || c.recvBytes != 1500 || c.setns != 1 || c.execs != 2 || c.opens != 1 {
+		t.Errorf("got total %d dumps %d recvBytes %d setns %d execs %d opens %d, want 3 1 1500 1 2 1", c.total, c.dumps, c.recvBytes, c.setns, c.execs, c.opens)
+	}
+}
+
+func TestChart(t *testing.T) {
+	img := densityChart("add latency (ms)", 1000, []series{
+		{label: "a", line: []point{{0, 1}, {500, 2}, {1000, 1.5}}, marks: []point{{10, 3}, {1000, 4}}},
+		{label: "b"},
+	})
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	got, err := png.Decode(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := got.Bounds(); b.Dx() != plotW || b.Dy() != plotH {
+		t.Errorf("chart is %v, want %dx%d", b, plotW, plotH)
+	}
+}
+
+func TestNiceStep(t *testing.T) {
+	for _, tc := range []struct{ raw, want float64 }{{0.3, 0.5}, {1, 1}, {1.2, 2}, {37, 50}, {0, 1}, {math.NaN(), 1}} {
+		if got := niceStep(tc.raw); got != tc.want {
+			t.Errorf("niceStep(%v) = %v, want %v", tc.raw, got, tc.want)
+		}
+	}
+}
+
+// TestSmoke runs every section of the benchmark at toy sizes and checks
+// only correctness: every operation of both plugins succeeded, nothing was
+// left on the nodes, the report has all six sections and the chart is a
+// PNG, and no namespace of the run survives it. It never looks at a timing.
+// About a minute on two busy cores.
+func TestSmoke(t *testing.T) {
+	testutil.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("builds four binaries and runs every section (about a minute)")
+	}
+	dir := t.TempDir()
+	o, err := parseFlags([]string{"-quick", "-install=false", "-cycles", "3", "-storm", "4", "-concurrency", "1,4",
+		"-density", "2,4", "-probes", "2", "-rusage-runs", "1", "-iperf-rounds", "1", "-iperf-time", "1s",
+		"-out", filepath.Join(dir, "benchmarks.md")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.startupRuns, o.profileCycles = 1, 3
+	rep, err := run(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rep.seq {
+		if s.errors != 0 || len(s.cycle) != o.cycles {
+			t.Errorf("sequential %s: %d errors, %d of %d cycles: %s", s.name, s.errors, len(s.cycle), o.cycles, s.firstErr)
+		}
+	}
+	for _, s := range rep.storms {
+		if s.addErrs+s.delErrs != 0 || s.leaked != 0 {
+			t.Errorf("storm %s at %d: %d errors, %d veths left: %s", s.plugin, s.conc, s.addErrs+s.delErrs, s.leaked, s.firstErr)
+		}
+	}
+	for name, lv := range rep.density.levels {
+		for _, l := range lv {
+			if l.errors != 0 || len(l.add) != o.probes {
+				t.Errorf("density %s at %d: %d errors: %s", name, l.n, l.errors, l.firstErr)
+			}
+		}
+		if rep.density.fillErrs[name]+rep.density.drainErrs[name] != 0 {
+			t.Errorf("density %s: %d fill and %d drain errors", name, rep.density.fillErrs[name], rep.density.drainErrs[name])
+		}
+	}
+	for _, u := range rep.usage {
+		if u.errors != 0 {
+			t.Errorf("rusage %s: %d errors: %s", u.name, u.errors, u.firstErr)
+		}
+	}
+	if dp := rep.dataplane; dp.skipped == "" {
+		for _, tp := range dp.topos {
+			if tp.errors != 0 || tp.ttl != 62 {
+				t.Errorf("data plane %s: %d errors, TTL %d across two routers (want 62): %s", tp.plugin, tp.errors, tp.ttl, tp.firstErr)
+			}
+		}
+	}
+	md, err := os.ReadFile(o.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"## 1. ", "## 2. ", "## 3. ", "## 4. ", "## 5. ", "## 6. ", "## Targets", "## Profile of ADD"} {
+		if !bytes.Contains(md, []byte(h)) {
+			t.Errorf("report lacks %q", h)
+		}
+	}
+	f, err := os.Open(o.plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Errorf("chart: %v", err)
+	}
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "vrbench"+strconv.Itoa(os.Getpid())+"-") {
+			t.Errorf("namespace %s survived the run", e.Name())
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vethroute/vethroute/internal/testutil"
+	"github.com/vethroute/vethroute/test/bench/floor"
+)
+
+// cycler is one way of attaching and detaching a container: a plugin through
+// libcni, or the floor in-process or exec'd.
+type cycler struct {
+	name string
+	add  func(i int) (time.Duration, error)
+	del  func(i int) (time.Duration, error)
+}
+
+// cycleStats are the latencies of sequential ADD+DEL cycles.
+type cycleStats struct {
+	name            string
+	add, del, cycle durations
+	errors          int
+	firstErr        string
+}
+
+// pluginCycler drives a plugin through libcni with a fresh container ID per
+// cycle, as a node sees pods come and go, in one reused container netns.
+func pluginCycler(d *driver, cont ns.NetNS, prefix string) cycler {
+	id := func(i int) string { return fmt.Sprintf("%s-%d", prefix, i) }
+	return cycler{
+		name: d.name,
+		add:  func(i int) (time.Duration, error) { return d.add(id(i), cont) },
+		del:  func(i int) (time.Duration, error) { return d.del(id(i), cont) },
+	}
+}
+
+// floorRig is the node on which the floor runs.
+type floorRig struct {
+	node *testutil.Node
+	bin  string
+	cont ns.NetNS
+	spec floor.Spec
+}
+
+func (l *lab) newFloorRig() (*floorRig, error) {
+	node, err := l.newNode("floor", false)
+	if err != nil {
+		return nil, err
+	}
+	cont, err := l.newNS("floorc")
+	if err != nil {
+		return nil, err
+	}
+	return &floorRig{node: node, bin: l.binDir + "/floorplugin", cont: cont, spec: floor.Spec{
+		HostName: "flr0", IfName: "eth0", MTU: 1500,
+		Addr:    &net.IPNet{IP: net.ParseIP("10.100.0.5").To4(), Mask: net.CIDRMask(20, 32)},
+		Gateway: net.ParseIP("10.100.15.254").To4(),
+	}}, nil
+}
+
+// inProcess is the floor as a function call inside the node's namespace.
+func (f *floorRig) inProcess() cycler {
+	timed := func(op func() error) (time.Duration, error) {
+		var took time.Duration
+		err := f.node.Do(func() error {
+			start := time.Now()
+			err := op()
+			took = time.Since(start)
+			return err
+		})
+		return took, err
+	}
+	return cycler{
+		name: "floor (in-process)",
+		add: func(int) (time.Duration, error) {
+			return timed(func() error { return floor.Attach(f.cont.Path(), f.spec) })
+		},
+		del: func(int) (time.Duration, error) { return timed(func() error { return floor.Detach(f.spec.HostName) }) },
+	}
+}
+
+// env is floorplugin's environment for command.
+func (f *floorRig) env(command string) []string {
+	return []string{"CNI_COMMAND=" + command, "CNI_NETNS=" + f.cont.Path(), "CNI_IFNAME=" + f.spec.IfName,
+		"FLOOR_HOST=" + f.spec.HostName, "FLOOR_ADDR=" + f.spec.Addr.String(), "FLOOR_GW=" + f.spec.Gateway.String()}
+}
+
+// exec is the floor as a minimal static binary executed directly: the cost
+// of starting any Go plugin process plus the floor's netlink work.
+func (f *floorRig) exec() cycler {
+	run := func(command string) (time.Duration, error) {
+		r, err := execIn(f.node, f.bin, nil, f.env(command), nil)
+		return r.wall, err
+	}
+	return cycler{
+		name: "floor (exec'd binary)",
+		add:  func(int) (time.Duration, error) { return run("ADD") },
+		del:  func(int) (time.Duration, error) { return run("DEL") },
+	}
+}
+
+// runSequential runs n ADD+DEL cycles of every cycler, interleaved (cycle i
+// of each before cycle i+1 of any, starting with a different one each time)
+// so that load from elsewhere on the machine hits all of them alike.
+func runSequential(cyclers []cycler, n int, progress func(string)) []*cycleStats {
+	stats := make([]*cycleStats, len(cyclers))
+	for i, c := range cyclers {
+		stats[i] = &cycleStats{name: c.name}
+	}
+	for i := range n {
+		for k := range cyclers {
+			j := (i + k) % len(cyclers)
+			c, s := cyclers[j], stats[j]
+			a, err := c.add(i)
+			if err != nil {
+				s.fail(err)
+				// Undo whatever half of the attachment exists, so the next
+				// cycle starts clean; its error is already counted.
+				_, _ = c.del(i)
+				continue
+			}
+			d, err := c.del(i)
+			if err != nil {
+				s.fail(err)
+				continue
+			}
+			s.add, s.del, s.cycle = append(s.add, a), append(s.del, d), append(s.cycle, a+d)
+		}
+		if (i+1)%50 == 0 {
+			progress(fmt.Sprintf("sequential: %d/%d cycles", i+1, n))
+		}
+	}
+	return stats
+}
+
+func (s *cycleStats) fail(err error) {
+	s.errors++
+	if s.firstErr == "" {
+		s.firstErr = err.Error()
+	}
+}
