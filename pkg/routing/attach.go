@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Setup creates the attachment: a veth pair whose ends are created directly in
@@ -20,7 +21,10 @@ func Setup(a *Attachment) (ifs *Interfaces, err error) {
 		return nil, err
 	}
 	defer cont.close()
-	host, err := netlinksafe.NewHandle()
+	// NETLINK_ROUTE only, here and for every handle of this package: a
+	// handle opens one socket per family asked for, all of route, xfrm and
+	// netfilter by default, and vethroute needs only route.
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in node netns: %w", err)
 	}
@@ -274,7 +278,7 @@ func routeString(r *netlink.Route) string {
 // that vethroute did not create for this very attachment. The container's
 // namespace is not needed, so DEL works after the namespace is gone.
 func Teardown(network, containerID, ifName string) error {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in node netns: %w", err)
 	}
@@ -300,7 +304,7 @@ func Teardown(network, containerID, ifName string) error {
 // and returns their names. Interfaces of other networks and interfaces
 // without vethroute's alias are never touched.
 func CollectGarbage(network string, keep func(containerID, ifName string) bool) ([]string, error) {
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in node netns: %w", err)
 	}

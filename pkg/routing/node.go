@@ -41,7 +41,7 @@ func EnsureHostRoutes(routes []*types.Route) (added []*netlink.Route, err error)
 	if len(routes) == 0 {
 		return nil, nil
 	}
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in node netns: %w", err)
 	}
@@ -82,7 +82,7 @@ func RemoveHostRoutes(routes []*netlink.Route) {
 	if len(routes) == 0 {
 		return
 	}
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return
 	}
@@ -101,7 +101,7 @@ func VerifyHostRoutes(routes []*types.Route) error {
 	if len(routes) == 0 {
 		return nil
 	}
-	h, err := netlinksafe.NewHandle()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in node netns: %w", err)
 	}

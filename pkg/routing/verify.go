@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Verify compares the live state of an attachment with what Setup created and
@@ -23,7 +24,7 @@ func Verify(a *Attachment, want Interfaces) error {
 	defer cont.close()
 	drift = append(drift, verifyContainer(cont, a, want.Container)...)
 
-	host, err := netlinksafe.NewHandle()
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in node netns: %w", err)
 	}
