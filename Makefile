@@ -11,7 +11,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?= 15s
 
-.PHONY: all build deps test unit fuzz demo lint install clean bench e2e k8s-bins
+.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins
 
 all: build
 
@@ -40,10 +40,18 @@ unit:
 k8s-bins:
 	bash test/k8s/build.sh
 
-## test: everything, as root: lint, unit, integration, fuzz smoke
+## test: everything, as root: lint, unit, integration, end-to-end, fuzz smoke
 test: deps build k8s-bins lint
+	bash test/e2e/containerd/setup.sh >/dev/null
 	$(TESTENV) $(GO) test -count=1 -p 1 -timeout 60m ./...
 	$(MAKE) fuzz
+
+## e2e-containerd: vethroute under a private containerd (CRI, crictl) and chained with the reference meta plugins (root)
+e2e-containerd: deps build
+	bash test/e2e/containerd/setup.sh >/dev/null
+	$(TESTENV) $(GO) test -count=1 -v -timeout 20m ./test/e2e/containerd/ ./test/chain/
+
+e2e: e2e-containerd
 
 ## fuzz: each fuzz target for a bounded time
 fuzz:

@@ -34,15 +34,21 @@ func TestCnitoolWithExampleConf(t *testing.T) {
 	}
 	cont := testutil.NewNS(t)
 
+	// cnitool keeps libcni's result cache in /var/lib/cni, whatever the
+	// environment says: give it a private mount namespace in which /var/lib
+	// is a directory of the test's, so the machine's /var/lib stays as it is.
+	varLib := t.TempDir()
 	cnitool := func(args ...string) (string, error) {
-		full := append([]string{"--net=" + node.NS.Path(), filepath.Join(tools, "cnitool")}, args...)
-		cmd := exec.Command("nsenter", full...)
+		script := `mount --bind "$VARLIB" /var/lib && exec nsenter --net="$NODE" "$@"`
+		full := append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "cnitool", filepath.Join(tools, "cnitool")}, args...)
+		cmd := exec.Command("unshare", full...)
 		cmd.Env = append(os.Environ(),
+			"VARLIB="+varLib,
+			"NODE="+node.NS.Path(),
 			"NETCONFPATH="+confDir,
 			"CNI_PATH="+testutil.PluginDir(t),
 			"CNI_CONTAINERID=cnitool1",
 			"CNI_IFNAME=eth0",
-			"CNI_CACHE_DIR="+node.CacheDir,
 		)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
