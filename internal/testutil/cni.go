@@ -264,3 +264,19 @@ func ReferencePlugins(t testing.TB, names ...string) string {
 	refDirs[key] = dir
 	return dir
 }
+
+// Main runs a package's tests and then removes the directories PluginDir and
+// ReferencePlugins built into, which outlive any single test. Packages that
+// use them call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	refMu.Lock()
+	for _, d := range refDirs {
+		_ = os.RemoveAll(d)
+	}
+	refMu.Unlock()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
