@@ -39,6 +39,8 @@ const (
 	// keySep separates container ID and interface name in an owner key. CNI
 	// forbids ':' in both, so a key can always be split back unambiguously.
 	keySep = ":"
+	// maxNameLen is the longest file name Linux file systems hold (NAME_MAX).
+	maxNameLen = 255
 )
 
 // lockTimeout bounds how long an operation waits for another process holding
@@ -52,7 +54,7 @@ var ErrBusy = errors.New("reservation store is locked by another process")
 // ErrCorrupt reports a record that vethroute cannot have written. The store
 // refuses to guess (guessing could hand one address out twice); see
 // docs/reliability.md for how an operator recovers.
-var ErrCorrupt = errors.New("reservation store is corrupt")
+var ErrCorrupt = errors.New(`reservation store is corrupt (see "Repairing the store" in vethroute's docs/reliability.md)`)
 
 // Owner identifies one attachment: the reservation key the CNI spec implies.
 type Owner struct {
@@ -67,6 +69,14 @@ func (o Owner) Validate() error {
 	}
 	if err := utils.ValidateInterfaceName(o.IfName); err != nil {
 		return fmt.Errorf("interface name %q: %s", o.IfName, err.Msg)
+	}
+	// CNI's check lets a NUL byte through, and no length bound on the
+	// container ID; the key must still be a file name.
+	if strings.ContainsRune(o.IfName, 0) {
+		return fmt.Errorf("interface name %q contains a NUL byte", o.IfName)
+	}
+	if len(o.key()) > maxNameLen {
+		return fmt.Errorf("container ID of %d bytes makes an owner key longer than a file name can be (%d bytes)", len(o.ContainerID), maxNameLen)
 	}
 	return nil
 }
@@ -114,6 +124,9 @@ func openStore(dataDir, network string) (*store, error) {
 	if err := top.Mkdir(network, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("create %s/%s: %w", dataDir, network, err)
 	}
+	if err := checkKind(top, network, dataDir, true); err != nil {
+		return nil, err
+	}
 	root, err := top.OpenRoot(network)
 	if err != nil {
 		return nil, fmt.Errorf("open %s/%s: %w", dataDir, network, err)
@@ -124,12 +137,42 @@ func openStore(dataDir, network string) (*store, error) {
 			return nil, fmt.Errorf("create %s/%s/%s: %w", dataDir, network, d, err)
 		}
 	}
+	for _, e := range []struct {
+		name string
+		dir  bool
+	}{{ipsDir, true}, {ownersDir, true}, {lockName, false}} {
+		if err := checkKind(root, e.name, dataDir+"/"+network, e.dir); err != nil {
+			root.Close()
+			return nil, err
+		}
+	}
 	lock, err := root.OpenFile(lockName, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		root.Close()
 		return nil, fmt.Errorf("open lock file %s/%s/%s: %w", dataDir, network, lockName, err)
 	}
 	return &store{root: root, lock: lock}, nil
+}
+
+// checkKind reports, as ErrCorrupt, an entry of the store that exists but
+// is not what vethroute creates there (say a symlink planted in place of a
+// directory or of the lock file). os.Root would refuse to follow it anyway,
+// but only with a bare "path escapes from parent"; this names the entry.
+func checkKind(r *os.Root, name, where string, dir bool) error {
+	fi, err := r.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("stat %s/%s: %w", where, name, err)
+	case dir && fi.IsDir(), !dir && fi.Mode().IsRegular():
+		return nil
+	}
+	want := "a regular file"
+	if dir {
+		want = "a directory"
+	}
+	return fmt.Errorf("%w: %s/%s is not %s (mode %v); vethroute never follows it", ErrCorrupt, where, name, want, fi.Mode())
 }
 
 func (s *store) close() error {

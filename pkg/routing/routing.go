@@ -138,6 +138,10 @@ type container struct {
 	netlinksafe.Handle
 }
 
+// nsGetNSType is the NS_GET_NSTYPE ioctl of linux/nsfs.h, _IO(0xb7, 0x3),
+// which golang.org/x/sys does not define.
+const nsGetNSType = 0xb703
+
 // openContainer opens the namespace at path once for all the work of a verb.
 func openContainer(path string) (*container, error) {
 	target, err := ns.GetNS(path)
@@ -148,6 +152,12 @@ func openContainer(path string) (*container, error) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrNetNS, path, err)
 		}
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
+	}
+	// ns.GetNS accepts any namespace file; a mount or PID namespace would
+	// only fail later, with a bare EINVAL from setns.
+	if typ, err := unix.IoctlRetInt(int(target.Fd()), nsGetNSType); err == nil && typ != unix.CLONE_NEWNET {
+		target.Close()
+		return nil, fmt.Errorf("%w: %s is a namespace, but not a network namespace", ErrNetNS, path)
 	}
 	h, err := netlinksafe.NewHandleAt(netns.NsHandle(target.Fd()))
 	if err != nil {
@@ -160,6 +170,35 @@ func openContainer(path string) (*container, error) {
 func (c *container) close() {
 	c.Handle.Close()
 	_ = c.ns.Close()
+}
+
+// CheckNetNS reports, as ErrNetNS, a container namespace path that is
+// missing, is not a network namespace, or is the caller's own namespace
+// (the node's): ADD calls it before it changes anything, so such a path
+// leaves the store and the node untouched instead of failing half-way or,
+// for the node's own namespace, configuring the node as a container.
+func CheckNetNS(path string) error {
+	c, err := openContainer(path)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	own, err := ns.GetCurrentNS()
+	if err != nil {
+		return fmt.Errorf("open the node's netns: %w", err)
+	}
+	defer own.Close()
+	var a, b unix.Stat_t
+	if err := unix.Fstat(int(c.ns.Fd()), &a); err != nil {
+		return fmt.Errorf("stat netns %s: %w", path, err)
+	}
+	if err := unix.Fstat(int(own.Fd()), &b); err != nil {
+		return fmt.Errorf("stat the node's netns: %w", err)
+	}
+	if a.Dev == b.Dev && a.Ino == b.Ino {
+		return fmt.Errorf("%w: %s is the plugin's own network namespace (the node's), not a container's", ErrNetNS, path)
+	}
+	return nil
 }
 
 func familyOf(ip net.IP) int {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -22,7 +25,15 @@ func ownerOf(args *skel.CmdArgs) ipam.Owner {
 }
 
 func openPool(conf *NetConf) (*ipam.Pool, error) {
-	return ipam.Open(conf.builtin.DataDir, conf.Name, conf.builtin.Ranges)
+	p, err := ipam.Open(conf.builtin.DataDir, conf.Name, conf.builtin.Ranges)
+	if err != nil {
+		// A dataDir below a regular file is a mistake in the configuration,
+		// not an I/O failure: say which field to fix.
+		if _, serr := os.Stat(conf.builtin.DataDir); errors.Is(serr, syscall.ENOTDIR) {
+			return nil, configError("ipam.dataDir", "%q lies below a file that is not a directory: %v", conf.builtin.DataDir, err)
+		}
+	}
+	return p, err
 }
 
 // allocate returns the container's addresses (with gateways) and routes.

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -21,6 +23,9 @@ const (
 	defaultMTU = 1500
 	// defaultDataDir is where the built-in allocator keeps reservations.
 	defaultDataDir = "/var/lib/cni/vethroute"
+	// maxNetworkNameLen bounds the network name, which becomes a directory
+	// name in the store and part of every host veth's alias.
+	maxNetworkNameLen = 100
 	// minMTU6 is the smallest MTU IPv6 allows; minMTU is IPv4's.
 	minMTU6, minMTU, maxMTU = 1280, 68, 65535
 )
@@ -53,10 +58,13 @@ func configError(field, format string, a ...any) *types.Error {
 func loadConf(stdin []byte, envArgs string) (*NetConf, error) {
 	conf := &NetConf{}
 	if err := json.Unmarshal(stdin, conf); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config from stdin: %v", err), "")
+		return nil, decodeError(stdin, err)
 	}
 	if conf.Name == "" {
 		return nil, configError("name", "missing; every network needs a name")
+	}
+	if len(conf.Name) > maxNetworkNameLen {
+		return nil, configError("name", "%d characters long; vethroute accepts at most %d (the name goes into every host veth's alias)", len(conf.Name), maxNetworkNameLen)
 	}
 	switch {
 	case conf.MTU == 0:
@@ -117,6 +125,25 @@ func loadConf(stdin []byte, envArgs string) (*NetConf, error) {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode prevResult: %v", err), "")
 	}
 	return conf, nil
+}
+
+// decodeError classifies a failure to decode stdin. Bytes that are not a
+// JSON object cannot be decoded at all (code 6); a JSON object whose values
+// do not fit the schema (a string for the MTU, "10.0.0.0/99" for a CIDR) is
+// an invalid configuration (code 7), reported under the key that holds the
+// bad value, which the decoder's own message does not always name.
+func decodeError(stdin []byte, err error) *types.Error {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(stdin, &top) != nil {
+		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config from stdin: %v", err), "")
+	}
+	for _, k := range slices.Sorted(maps.Keys(top)) {
+		one, _ := json.Marshal(map[string]json.RawMessage{k: top[k]})
+		if json.Unmarshal(one, &NetConf{}) != nil {
+			return configError(k, "%v", err)
+		}
+	}
+	return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode network config from stdin: %v", err), "")
 }
 
 // attachments returns the GC list from either key.

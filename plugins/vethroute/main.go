@@ -43,6 +43,14 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	defer closer.Close()
 	defer func() { logOutcome(log, err) }()
 
+	// A bad CNI_CONTAINERID or CNI_NETNS is refused before anything is
+	// allocated, so that it leaves the store and the node as they were.
+	if err := checkContainerID(args.ContainerID); err != nil {
+		return err
+	}
+	if err := routing.CheckNetNS(args.Netns); err != nil {
+		return cniError(err)
+	}
 	addrs, routes, err := allocate(conf, args)
 	if err != nil {
 		return cniError(err)
@@ -98,6 +106,9 @@ func cmdDel(args *skel.CmdArgs) (err error) {
 	log, closer := newLogger(conf, "verb", "DEL", "container", args.ContainerID, "ifname", args.IfName)
 	defer closer.Close()
 	defer func() { logOutcome(log, err) }()
+	if checkContainerID(args.ContainerID) != nil {
+		return nil // ADD refuses such an ID before creating anything
+	}
 
 	// The node end goes first: once it is gone nothing can use the
 	// addresses, so releasing them afterwards can never hand out an address
@@ -130,6 +141,9 @@ func cmdCheck(args *skel.CmdArgs) (err error) {
 	log, closer := newLogger(conf, "verb", "CHECK", "container", args.ContainerID, "ifname", args.IfName)
 	defer closer.Close()
 	defer func() { logOutcome(log, err) }()
+	if err := checkContainerID(args.ContainerID); err != nil {
+		return err
+	}
 
 	if conf.PrevResult == nil {
 		return configError("prevResult", "missing; CHECK compares the node with the result of ADD")
@@ -281,6 +295,21 @@ func logOutcome(log *slog.Logger, err error) {
 	if err != nil {
 		log.Error("failed", "err", err)
 	}
+}
+
+// maxContainerIDLen bounds CNI_CONTAINERID, which CNI leaves unbounded: the
+// ID becomes part of a file name in the store and, with the network name and
+// the interface name, of the host veth's alias, which the kernel limits to
+// 255 bytes (10+maxNetworkNameLen+1+128+1+15 = 255). Runtimes use 64 hex
+// digits.
+const maxContainerIDLen = 128
+
+func checkContainerID(id string) error {
+	if len(id) > maxContainerIDLen {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_CONTAINERID (containerID) is %d characters long; vethroute accepts at most %d", len(id), maxContainerIDLen), "")
+	}
+	return nil
 }
 
 // cniError maps an error to the CNI error code that tells the runtime what
