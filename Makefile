@@ -11,7 +11,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?= 15s
 
-.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins
+.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability
 
 all: build
 
@@ -52,6 +52,10 @@ e2e-containerd: deps build
 	$(TESTENV) $(GO) test -count=1 -v -timeout 20m ./test/e2e/containerd/ ./test/chain/
 
 e2e: e2e-containerd
+
+## reliability: kills, storms, hostile input, foreign state, store safety (root, a few minutes)
+reliability: deps build
+	$(TESTENV) $(GO) test -count=1 -v ./test/reliability/
 
 ## fuzz: each fuzz target for a bounded time
 fuzz:
