@@ -30,6 +30,10 @@ type densityLevel struct {
 // densityResult is the density section for every plugin.
 type densityResult struct {
 	levels map[string][]*densityLevel
+	// control is the exec'd floor on an empty node of its own, probed in
+	// the same loop: it moves only with the machine's load, not with the
+	// density, so dividing by it separates the two.
+	control []*densityLevel
 	// fill[plugin][k] is the latency of the ADD that found k containers.
 	fill      map[string]durations
 	fillErrs  map[string]int
@@ -46,7 +50,7 @@ type densityResult struct {
 // of one more container, alternating plugins. It then drains the nodes
 // with DELs (drainWorkers at a time) and removes the container namespaces, timing both, so that the
 // cost of holding this many namespaces is part of the report.
-func runDensity(l *lab, drivers []*driver, levels []int, probes int, peer *types.Route, trace bool, progress func(string)) (*densityResult, error) {
+func runDensity(l *lab, drivers []*driver, control cycler, levels []int, probes int, peer *types.Route, trace bool, progress func(string)) (*densityResult, error) {
 	start := time.Now()
 	res := &densityResult{levels: map[string][]*densityLevel{}, fill: map[string]durations{},
 		fillErrs: map[string]int{}, drain: map[string]time.Duration{}, drainErrs: map[string]int{}}
@@ -86,7 +90,19 @@ func runDensity(l *lab, drivers []*driver, levels []int, probes int, peer *types
 			lv[k] = &densityLevel{n: level}
 			res.levels[drivers[k].name] = append(res.levels[drivers[k].name], lv[k])
 		}
+		ctl := &densityLevel{n: level}
+		res.control = append(res.control, ctl)
 		for p := range probes {
+			if a, err := control.add(p); err != nil {
+				ctl.errors++
+				ctl.firstErr = err.Error()
+				_, _ = control.del(p)
+			} else if dl, err := control.del(p); err != nil {
+				ctl.errors++
+				ctl.firstErr = err.Error()
+			} else {
+				ctl.add, ctl.del = append(ctl.add, a), append(ctl.del, dl)
+			}
 			for j := range drivers {
 				k := (p + j) % len(drivers)
 				d, s := drivers[k], lv[k]

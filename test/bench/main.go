@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,7 +49,14 @@ type options struct {
 	// compare maps a label to a directory holding another vethroute
 	// binary (say, before a change) that section 1 runs alongside.
 	compare map[string]string
+	// sections are the parts to run (all by default).
+	sections map[string]bool
 }
+
+// allSections are the parts of a run, in the order they run.
+var allSections = []string{"seq", "storm", "rusage", "profile", "dataplane", "density"}
+
+func (o *options) has(section string) bool { return o.sections[section] }
 
 func main() {
 	opts, err := parseFlags(os.Args[1:])
@@ -72,10 +80,11 @@ func parseFlags(args []string) (*options, error) {
 	cycles := fs.Int("cycles", 0, "sequential ADD+DEL cycles per plugin (default 200, quick 20)")
 	storm := fs.Int("storm", 0, "pods per storm (default 100, quick 10)")
 	concs := fs.String("concurrency", "1,4,16", "storm concurrencies")
+	sections := fs.String("sections", strings.Join(allSections, ","), "parts to run: "+strings.Join(allSections, ","))
 	levels := fs.String("density", "", "densities, containers already on the node (default 10,250,1000, quick 5,20,40)")
 	probes := fs.Int("probes", 0, "ADD+DEL probes per density level (default 100, quick 10)")
 	usage := fs.Int("rusage-runs", 0, "direct ADD+DEL executions per plugin for rusage (default 20, quick 3)")
-	iperfRounds := fs.Int("iperf-rounds", 0, "iperf3 rounds per scenario and plugin (default 3, quick 1)")
+	iperfRounds := fs.Int("iperf-rounds", 0, "iperf3 rounds per scenario and plugin (default 5, quick 1)")
 	fs.DurationVar(&o.iperfTime, "iperf-time", 0, "length of one iperf3 run (default 3s, quick 1s)")
 	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "abort (and clean up) after this long")
 	o.compare = map[string]string{}
@@ -106,7 +115,7 @@ func parseFlags(args []string) (*options, error) {
 	o.stormPods = pick(*storm, 100, 10)
 	o.probes = pick(*probes, 100, 10)
 	o.usageRuns = pick(*usage, 20, 3)
-	o.iperfRounds = pick(*iperfRounds, 3, 1)
+	o.iperfRounds = pick(*iperfRounds, 5, 1)
 	o.startupRuns = pick(0, 20, 3)
 	o.profileCycles = pick(0, 500, 30)
 	if o.iperfTime == 0 {
@@ -135,6 +144,13 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.levels[len(o.levels)-1] > 4000 {
 		return nil, errors.New("-density: the /20 range holds at most 4000 containers")
+	}
+	o.sections = map[string]bool{}
+	for _, s := range strings.Split(*sections, ",") {
+		if !slices.Contains(allSections, s) {
+			return nil, fmt.Errorf("-sections: %q is not one of %v", s, allSections)
+		}
+		o.sections[s] = true
 	}
 	if o.plot == "" {
 		o.plot = filepath.Join(filepath.Dir(o.out), "benchmarks-density.png")
@@ -249,7 +265,16 @@ func measure(o *options, root string) (rep *report, err error) {
 		return rep, err
 	}
 
-	cyclers := []cycler{pluginCycler(veth, conts[0], "seq"), pluginCycler(ptp, conts[1], "seq"), fl.inProcess(), fl.exec()}
+	direct, err := l.newNS("seqd")
+	if err != nil {
+		return rep, err
+	}
+	inproc, err := l.newRoutingRig(seqConf)
+	if err != nil {
+		return rep, err
+	}
+	cyclers := []cycler{pluginCycler(veth, conts[0], "seq"), pluginCycler(ptp, conts[1], "seq"),
+		fl.inProcess(), fl.exec(), directCycler(veth, direct), inproc}
 	for _, label := range sortedKeys(o.compare) {
 		d, err := l.newDriverFrom(o.compare[label], "vethroute", "cmp", seqConf, true)
 		if err != nil {
@@ -262,17 +287,63 @@ func measure(o *options, root string) (rep *report, err error) {
 		}
 		cyclers = append(cyclers, pluginCycler(d, c, "seq"))
 	}
-	progress(fmt.Sprintf("sequential: %d ADD+DEL cycles of each, interleaved with the floor", o.cycles))
-	rep.seq = runSequential(cyclers, o.cycles, progress)
-
-	progress(fmt.Sprintf("storms: %d pods at concurrency %v", o.stormPods, o.concs))
-	if rep.storms, err = runStorms(l, drivers, o.stormPods, o.concs, progress); err != nil {
-		return rep, err
+	if o.has("seq") {
+		progress(fmt.Sprintf("sequential: %d ADD+DEL cycles of each, interleaved with the floor", o.cycles))
+		rep.seq = runSequential(cyclers, o.cycles, progress)
 	}
 
-	progress(fmt.Sprintf("rusage: %d direct executions of each", o.usageRuns))
-	rep.usage = runUsage(drivers, conts, o.usageRuns)
+	if o.has("storm") {
+		progress(fmt.Sprintf("storms: %d pods at concurrency %v", o.stormPods, o.concs))
+		if rep.storms, err = runStorms(l, drivers, o.stormPods, o.concs, progress); err != nil {
+			return rep, err
+		}
+	}
 
+	if o.has("rusage") {
+		progress(fmt.Sprintf("rusage: %d direct executions of each", o.usageRuns))
+		rep.usage = runUsage(drivers, conts, o.usageRuns)
+	}
+
+	if o.has("profile") {
+		if err := profile(l, o, rep, veth, ptp, conts, progress); err != nil {
+			return rep, err
+		}
+	}
+
+	if o.has("dataplane") {
+		progress("data plane: iperf3 on one node and across two routers")
+		if rep.dataplane, err = runDataPlane(l, []string{"vethroute", "ptp"}, o.iperfRounds, o.iperfTime, progress); err != nil {
+			return rep, err
+		}
+	}
+
+	if o.has("density") {
+		progress(fmt.Sprintf("density: levels %v, %d probes each", o.levels, o.probes))
+		dv, err := l.newDriver("vethroute", "densv", seqConf, true)
+		if err != nil {
+			return rep, err
+		}
+		dp, err := l.newDriver("ptp", "densp", seqConf, true)
+		if err != nil {
+			return rep, err
+		}
+		ctl, err := l.newFloorRig()
+		if err != nil {
+			return rep, err
+		}
+		if rep.density, err = runDensity(l, []*driver{dv, dp}, ctl.exec(), o.levels, o.probes, peerRoute(seqConf), true, progress); err != nil {
+			return rep, err
+		}
+	}
+
+	rep.loadAfter = loadavg()
+	rep.elapsed = time.Since(started)
+	return rep, nil
+}
+
+// profile measures process start-up, strace's view of one ADD and a CPU
+// profile of the routing package in-process.
+func profile(l *lab, o *options, rep *report, veth, ptp *driver, conts []ns.NetNS, progress func(string)) error {
 	progress("profile: process start-up")
 	for _, b := range []struct{ name, bin string }{
 		{"vethroute", veth.bin}, {"ptp", ptp.bin}, {"host-local", filepath.Join(l.refDir, "host-local")},
@@ -280,12 +351,12 @@ func measure(o *options, root string) (rep *report, err error) {
 	} {
 		st, err := measureStartup(veth.node, b.name, b.bin, o.startupRuns)
 		if err != nil {
-			return rep, fmt.Errorf("startup of %s: %w", b.name, err)
+			return fmt.Errorf("startup of %s: %w", b.name, err)
 		}
 		rep.startup = append(rep.startup, st)
 	}
 	progress("profile: strace -c of one ADD")
-	for k, d := range drivers {
+	for k, d := range []*driver{veth, ptp} {
 		s, err := straceSummary(d, "strace-c", conts[k])
 		if err != nil {
 			rep.notes = append(rep.notes, fmt.Sprintf("strace -c of %s: %v", d.name, err))
@@ -294,31 +365,11 @@ func measure(o *options, root string) (rep *report, err error) {
 		rep.syscalls = append(rep.syscalls, namedSummary{d.name, s})
 	}
 	progress("profile: pprof of the routing package in-process")
+	var err error
 	if rep.inproc, err = profileInProcess(l, o.profileCycles, seqConf); err != nil {
 		rep.notes = append(rep.notes, "in-process profile: "+err.Error())
 	}
-
-	progress("data plane: iperf3 on one node and across two routers")
-	if rep.dataplane, err = runDataPlane(l, []string{"vethroute", "ptp"}, o.iperfRounds, o.iperfTime, progress); err != nil {
-		return rep, err
-	}
-
-	progress(fmt.Sprintf("density: levels %v, %d probes each", o.levels, o.probes))
-	dv, err := l.newDriver("vethroute", "densv", seqConf, true)
-	if err != nil {
-		return rep, err
-	}
-	dp, err := l.newDriver("ptp", "densp", seqConf, true)
-	if err != nil {
-		return rep, err
-	}
-	if rep.density, err = runDensity(l, []*driver{dv, dp}, o.levels, o.probes, peerRoute(seqConf), true, progress); err != nil {
-		return rep, err
-	}
-
-	rep.loadAfter = loadavg()
-	rep.elapsed = time.Since(started)
-	return rep, nil
+	return nil
 }
 
 func sortedKeys(m map[string]string) []string {

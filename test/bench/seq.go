@@ -5,8 +5,10 @@ import (
 	"net"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vethroute/vethroute/internal/testutil"
+	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vethroute/vethroute/test/bench/floor"
 )
 
@@ -141,4 +143,70 @@ func (s *cycleStats) fail(err error) {
 	if s.firstErr == "" {
 		s.firstErr = err.Error()
 	}
+}
+
+// directCycler runs the plugin binary itself, without libcni, as section 4
+// does: compared with the libcni cycler it shows the runtime side's share,
+// compared with the exec'd floor what the plugin does beyond starting.
+func directCycler(d *driver, cont ns.NetNS) cycler {
+	id := func(i int) string { return fmt.Sprintf("direct-%d", i) }
+	run := func(command string, i int) (time.Duration, error) {
+		r, err := d.exec(command, id(i), cont)
+		return r.wall, err
+	}
+	return cycler{
+		name: nameDirect,
+		add:  func(i int) (time.Duration, error) { return run("ADD", i) },
+		del:  func(i int) (time.Duration, error) { return run("DEL", i) },
+	}
+}
+
+// newRoutingRig returns a cycler that calls vethroute's routing package
+// in-process on a node of its own: Setup and EnsureHostRoutes for ADD,
+// Teardown for DEL; what the plugin does without exec and without IPAM.
+func (l *lab) newRoutingRig(pc pluginConf) (cycler, error) {
+	node, err := l.newNode("inproc", true)
+	if err != nil {
+		return cycler{}, err
+	}
+	cont, err := l.newNS("inprocc")
+	if err != nil {
+		return cycler{}, err
+	}
+	_, sub, err := net.ParseCIDR(pc.subnet)
+	if err != nil {
+		return cycler{}, err
+	}
+	addr := routing.Address{IPNet: net.IPNet{IP: net.ParseIP(pc.rangeStart).To4(), Mask: sub.Mask}, Gateway: net.ParseIP(pc.gateway).To4()}
+	_, def, _ := net.ParseCIDR("0.0.0.0/0")
+	peer := peerRoute(pc)
+	att := func(i int) *routing.Attachment {
+		return &routing.Attachment{Network: "bench", ContainerID: fmt.Sprintf("inproc-%d", i), IfName: "eth0",
+			NetNS: cont.Path(), MTU: 1500, Addresses: []routing.Address{addr}, Routes: []*types.Route{{Dst: *def}}}
+	}
+	timed := func(op func() error) (time.Duration, error) {
+		var took time.Duration
+		err := node.Do(func() error {
+			start := time.Now()
+			err := op()
+			took = time.Since(start)
+			return err
+		})
+		return took, err
+	}
+	return cycler{
+		name: nameRouting,
+		add: func(i int) (time.Duration, error) {
+			return timed(func() error {
+				if _, err := routing.Setup(att(i)); err != nil {
+					return err
+				}
+				_, err := routing.EnsureHostRoutes([]*types.Route{peer})
+				return err
+			})
+		},
+		del: func(i int) (time.Duration, error) {
+			return timed(func() error { a := att(i); return routing.Teardown(a.Network, a.ContainerID, a.IfName) })
+		},
+	}, nil
 }

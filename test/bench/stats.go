@@ -72,3 +72,15 @@ func medianFloat(v []float64) float64 {
 	sort.Float64s(s)
 	return s[len(s)/2]
 }
+
+// maxFloat returns the largest sample, NaN for none.
+func maxFloat(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	m := v[0]
+	for _, x := range v[1:] {
+		m = math.Max(m, x)
+	}
+	return m
+}
