@@ -9,6 +9,7 @@ import (
 	"text/template"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/utils"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -128,8 +129,16 @@ func RenderConfList(t *template.Template, data ConfData) ([]byte, error) {
 		return nil, fmt.Errorf("rendered conflist is not JSON: %w\n%s", err, buf.Bytes())
 	}
 	out.WriteByte('\n')
-	if _, err := libcni.ConfListFromBytes(out.Bytes()); err != nil {
+	l, err := libcni.ConfListFromBytes(out.Bytes())
+	if err != nil {
 		return nil, fmt.Errorf("rendered conflist is not a valid CNI configuration list: %w", err)
+	}
+	// libcni parses leniently; a runtime would fail on these later.
+	if err := utils.ValidateNetworkName(l.Name); err != nil {
+		return nil, fmt.Errorf("rendered conflist is not a valid CNI configuration list: %w", err)
+	}
+	if l.CNIVersion == "" || len(l.Plugins) == 0 {
+		return nil, fmt.Errorf("rendered conflist is not a valid CNI configuration list: no cniVersion or no plugins")
 	}
 	return out.Bytes(), nil
 }

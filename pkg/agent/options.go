@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/utils"
+
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 )
 
@@ -73,6 +75,9 @@ func (o *Options) Validate(getenv func(string) string) error {
 	}
 	if ext := filepath.Ext(o.CNIConfName); ext != ".conflist" || strings.ContainsRune(o.CNIConfName, '/') {
 		errs = append(errs, fmt.Errorf("--cni-conf-name %q must be a file name ending in .conflist", o.CNIConfName))
+	}
+	if err := utils.ValidateNetworkName(o.Network); err != nil {
+		errs = append(errs, fmt.Errorf("--network-name: %w", err))
 	}
 	if !filepath.IsAbs(o.IPAMDataDir) {
 		errs = append(errs, fmt.Errorf("--ipam-data-dir %q is not absolute", o.IPAMDataDir))

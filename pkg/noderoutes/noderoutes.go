@@ -61,6 +61,9 @@ type Conflict struct {
 	Existing string
 }
 
+// Unwrap makes errors.Is(c, ErrForeign) hold.
+func (c Conflict) Unwrap() error { return ErrForeign }
+
 func (c Conflict) Error() string {
 	return fmt.Sprintf("route %s: the node already has %s: %v", c.Want, c.Existing, ErrForeign)
 }

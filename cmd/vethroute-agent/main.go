@@ -1,0 +1,63 @@
+// Command vethroute-agent is the per-node daemon of vethroute: it writes the
+// node's CNI configuration from its Node's spec.podCIDRs and keeps the
+// node's routes toward every other node's pod CIDRs in sync with the
+// cluster (docs/kubernetes.md).
+//
+// `vethroute-agent install-cni --from=SRC --to=DIR` copies the plugin
+// binary into the node's CNI binary directory and exits; the DaemonSet's
+// init container runs it, so the image needs no shell.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vethroute/vethroute/pkg/agent"
+)
+
+// version is set at link time (-X main.version=...).
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "install-cni" {
+		os.Exit(installCNI(os.Args[2:]))
+	}
+	var o agent.Options
+	fs := flag.NewFlagSet("vethroute-agent", flag.ExitOnError)
+	o.AddFlags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	_ = fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Println("vethroute-agent", version)
+		return
+	}
+	log, err := agent.NewLogger(os.Stderr, o.LogFormat, o.LogLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vethroute-agent:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := agent.Run(ctx, o, version, log); err != nil {
+		log.Error("exiting", "err", err)
+		os.Exit(1)
+	}
+}
+
+func installCNI(args []string) int {
+	fs := flag.NewFlagSet("vethroute-agent install-cni", flag.ExitOnError)
+	from := fs.String("from", "/opt/vethroute/bin/vethroute", "plugin binary to install")
+	to := fs.String("to", "/host/opt/cni/bin", "the node's CNI binary directory")
+	_ = fs.Parse(args)
+	wrote, err := agent.InstallPlugin(*from, *to)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vethroute-agent install-cni:", err)
+		return 1
+	}
+	fmt.Printf("vethroute-agent install-cni: %s in %s (changed: %v)\n", *from, *to, wrote)
+	return 0
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Builds the vethroute image without a registry, a base image or a Dockerfile:
+# static binaries of the plugin and the agent, packed by deploy/ociimage into
+# one tar that is an OCI image layout and a `docker save` archive at once.
+#
+# Usage: deploy/build-image.sh [-o OUT.tar] [-n NAME:TAG] [--no-load]
+#   -o         output tar (default: dist/vethroute-image.tar)
+#   -n         image name (default: vethroute:dev, as deploy/daemonset.yaml)
+#   --no-load  do not `docker load` the result even when docker is there
+#
+# Environment: VERSION (default: git describe, or "dev") is stamped into both
+# binaries; GOARCH selects the architecture; SOURCE_DATE_EPOCH dates the
+# image entries (default: the last commit's time), so rebuilding the same
+# commit gives the same image digest.
+#
+# The image holds:
+#   /vethroute-agent               the agent (entrypoint)
+#   /opt/vethroute/bin/vethroute   the plugin, which `vethroute-agent
+#                                  install-cni` copies to the node's /opt/cni/bin
+# For containerd nodes: ctr -n k8s.io images import OUT.tar
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="$root/dist/vethroute-image.tar"
+name="vethroute:dev"
+load=1
+while (($#)); do
+	case "$1" in
+	-o) out="$2"; shift 2 ;;
+	-n) name="$2"; shift 2 ;;
+	--no-load) load=0; shift ;;
+	-h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+	*) echo "build-image: unknown argument $1" >&2; exit 2 ;;
+	esac
+done
+
+cd "$root"
+version="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+arch="${GOARCH:-$(go env GOARCH)}"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+echo "build-image: building static binaries ($version, linux/$arch)" >&2
+# Static (no cgo) so the image needs no libc; -trimpath and the fixed
+# version keep the binaries reproducible.
+export CGO_ENABLED=0 GOOS=linux GOARCH="$arch"
+go build -trimpath -ldflags "-s -w -X main.buildVersion=$version" -o "$work/vethroute" ./plugins/vethroute
+go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/vethroute-agent" ./cmd/vethroute-agent
+for b in vethroute vethroute-agent; do
+	if file "$work/$b" 2>/dev/null | grep -q 'dynamically linked'; then
+		echo "build-image: $b is dynamically linked" >&2
+		exit 1
+	fi
+done
+
+mkdir -p "$(dirname "$out")"
+# The packer runs on the build machine, whatever GOARCH the image is for.
+GOOS= GOARCH= go run ./deploy/ociimage -o "$out" -name "$name" -arch "$arch" \
+	-entrypoint /vethroute-agent \
+	-label "org.opencontainers.image.title=vethroute" \
+	-label "org.opencontainers.image.version=$version" \
+	-file "$work/vethroute-agent=/vethroute-agent" \
+	-file "$work/vethroute=/opt/vethroute/bin/vethroute"
+echo "build-image: wrote $out ($(du -h "$out" | cut -f1))" >&2
+
+if ((load)) && command -v docker >/dev/null 2>&1; then
+	# docker load only reads the archive: nothing is pulled.
+	if docker info >/dev/null 2>&1; then
+		docker load -i "$out"
+	else
+		echo "build-image: docker is installed but its daemon is not reachable; not loading" >&2
+	fi
+fi
+echo "$out"

@@ -1,0 +1,116 @@
+// Command ociimage packs files into a single-layer container image without a
+// registry, a daemon or a base image, written as one tar that is both an OCI
+// image layout (index.json, for `ctr images import`, skopeo, podman) and a
+// `docker save` archive (manifest.json, for `docker load`).
+//
+//	ociimage -o vethroute.tar -name vethroute:dev -entrypoint /vethroute-agent \
+//	    -file bin/vethroute-agent=/vethroute-agent \
+//	    -file bin/vethroute=/opt/vethroute/bin/vethroute
+//
+// The output is reproducible: entries are sorted, owned by root, and dated
+// $SOURCE_DATE_EPOCH (or the Unix epoch), so the same binaries give the
+// same image digest.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type fileList []string
+
+func (f *fileList) String() string     { return strings.Join(*f, ",") }
+func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
+
+func main() {
+	var files fileList
+	var labels fileList
+	out := flag.String("o", "", "output tar file")
+	name := flag.String("name", "vethroute:dev", "image name:tag")
+	entrypoint := flag.String("entrypoint", "", "entrypoint path inside the image")
+	arch := flag.String("arch", runtime.GOARCH, "image architecture")
+	flag.Var(&files, "file", "SRC=DST[:MODE] file to add (repeatable); MODE is octal, default 0755")
+	flag.Var(&labels, "label", "KEY=VALUE image label (repeatable)")
+	flag.Parse()
+	if *out == "" || len(files) == 0 {
+		fmt.Fprintln(os.Stderr, "ociimage: -o and at least one -file are required")
+		flag.Usage()
+		os.Exit(2)
+	}
+	spec := Spec{Name: *name, Arch: *arch, Created: created(), Labels: map[string]string{}}
+	if *entrypoint != "" {
+		spec.Entrypoint = []string{*entrypoint}
+	}
+	for _, f := range files {
+		e, err := parseFile(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ociimage:", err)
+			os.Exit(2)
+		}
+		spec.Files = append(spec.Files, e)
+	}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok {
+			fmt.Fprintf(os.Stderr, "ociimage: -label %q is not KEY=VALUE\n", l)
+			os.Exit(2)
+		}
+		spec.Labels[k] = v
+	}
+	if err := writeFile(*out, spec); err != nil {
+		fmt.Fprintln(os.Stderr, "ociimage:", err)
+		os.Exit(1)
+	}
+}
+
+// created returns $SOURCE_DATE_EPOCH, or the Unix epoch, as the image date.
+func created() time.Time {
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return time.Unix(n, 0).UTC()
+		}
+	}
+	return time.Unix(0, 0).UTC()
+}
+
+func parseFile(s string) (File, error) {
+	src, dst, ok := strings.Cut(s, "=")
+	if !ok || src == "" || dst == "" {
+		return File{}, fmt.Errorf("-file %q is not SRC=DST[:MODE]", s)
+	}
+	mode := int64(0o755)
+	if d, m, ok := strings.Cut(dst, ":"); ok {
+		n, err := strconv.ParseInt(m, 8, 32)
+		if err != nil {
+			return File{}, fmt.Errorf("-file %q: mode %q is not octal", s, m)
+		}
+		dst, mode = d, n
+	}
+	if !strings.HasPrefix(dst, "/") {
+		return File{}, fmt.Errorf("-file %q: destination must be absolute", s)
+	}
+	return File{Src: src, Dst: dst, Mode: mode}, nil
+}
+
+func writeFile(path string, spec Spec) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if err := Build(f, spec); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}

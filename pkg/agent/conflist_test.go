@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+func TestGateway(t *testing.T) {
+	tests := []struct {
+		prefix, want string
+		wantErr      bool
+	}{
+		{prefix: "192.168.0.0/24", want: "192.168.0.254"},
+		{prefix: "10.0.0.0/24", want: "10.0.0.254"},
+		{prefix: "10.244.0.0/16", want: "10.244.255.254"},
+		{prefix: "10.244.3.0/23", want: "10.244.3.254"},
+		{prefix: "10.1.2.3/20", want: "10.1.15.254"},
+		{prefix: "10.0.0.0/30", want: "10.0.0.2"},
+		{prefix: "10.0.0.0/31", wantErr: true},
+		{prefix: "10.0.0.0/32", wantErr: true},
+		{prefix: "fd00:10:244:1::/64", want: "fd00:10:244:1:ffff:ffff:ffff:ffff"},
+		{prefix: "fd00::/120", want: "fd00::ff"},
+		{prefix: "fd00::/126", want: "fd00::3"},
+		{prefix: "fd00::/127", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.prefix, func(t *testing.T) {
+			got, err := Gateway(netip.MustParsePrefix(tc.prefix))
+			if tc.wantErr {
+				if err == nil {
+					t.Fatalf("Gateway(%s) = %s, want an error", tc.prefix, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != tc.want {
+				t.Errorf("Gateway(%s) = %s, want %s", tc.prefix, got, tc.want)
+			}
+		})
+	}
+}
+
+// rangeEntry is one IPAM range as the plugin reads it.
+type rangeEntry struct {
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway"`
+}
+
+type renderedConf struct {
+	CNIVersion string `json:"cniVersion"`
+	Name       string `json:"name"`
+	Plugins    []struct {
+		Type    string `json:"type"`
+		MTU     int    `json:"mtu"`
+		LogFile string `json:"logFile"`
+		IPAM    struct {
+			Type   string         `json:"type"`
+			Ranges [][]rangeEntry `json:"ranges"`
+			Routes []struct {
+				Dst string `json:"dst"`
+			} `json:"routes"`
+			DataDir string `json:"dataDir"`
+		} `json:"ipam"`
+	} `json:"plugins"`
+}
+
+func TestRenderConfList(t *testing.T) {
+	base := ConfData{CNIVersion: "1.1.0", Network: "vethroute", DataDir: "/var/lib/cni/vethroute"}
+	tests := []struct {
+		name       string
+		podCIDRs   []string
+		base       ConfData
+		wantRanges []rangeEntry
+		wantRoutes []string
+		wantErr    string
+	}{
+		{
+			name:       "single stack",
+			podCIDRs:   []string{"192.168.0.0/24"},
+			base:       base,
+			wantRanges: []rangeEntry{{"192.168.0.0/24", "192.168.0.254"}},
+			wantRoutes: []string{"0.0.0.0/0"},
+		},
+		{
+			name:     "dual stack keeps spec order",
+			podCIDRs: []string{"fd00:10:244:1::/64", "10.244.1.0/24"},
+			base:     ConfData{CNIVersion: "1.0.0", Network: "pods", MTU: 1450, DataDir: "/data", LogFile: "/var/log/vr.log"},
+			wantRanges: []rangeEntry{
+				{"fd00:10:244:1::/64", "fd00:10:244:1:ffff:ffff:ffff:ffff"},
+				{"10.244.1.0/24", "10.244.1.254"},
+			},
+			wantRoutes: []string{"::/0", "0.0.0.0/0"},
+		},
+		{
+			name:    "no pod CIDRs",
+			base:    base,
+			wantErr: "no spec.podCIDRs",
+		},
+		{
+			name:     "pod CIDR too small",
+			podCIDRs: []string{"10.0.0.0/31"},
+			base:     base,
+			wantErr:  "too small",
+		},
+		{
+			name:     "network name libcni rejects",
+			podCIDRs: []string{"10.0.0.0/24"},
+			base:     ConfData{CNIVersion: "1.1.0", Network: "", DataDir: "/d"},
+			wantErr:  "not a valid CNI configuration list",
+		},
+	}
+	tmpl, err := ParseConfTemplate(DefaultConfTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data, err := NewConfData(node("n1", tc.podCIDRs), tc.base)
+			var out []byte
+			if err == nil {
+				out, err = RenderConfList(tmpl, data)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q\n%s", err, tc.wantErr, out)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := libcni.ConfListFromBytes(out); err != nil {
+				t.Fatalf("libcni rejects the output: %v\n%s", err, out)
+			}
+			var c renderedConf
+			if err := json.Unmarshal(out, &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.CNIVersion != tc.base.CNIVersion || c.Name != tc.base.Network || len(c.Plugins) != 1 {
+				t.Fatalf("conflist header/plugins wrong:\n%s", out)
+			}
+			p := c.Plugins[0]
+			if p.Type != "vethroute" || p.IPAM.Type != "vethroute" || p.MTU != tc.base.MTU || p.LogFile != tc.base.LogFile || p.IPAM.DataDir != tc.base.DataDir {
+				t.Errorf("plugin fields wrong:\n%s", out)
+			}
+			if len(p.IPAM.Ranges) != len(tc.wantRanges) {
+				t.Fatalf("ranges = %v, want %v", p.IPAM.Ranges, tc.wantRanges)
+			}
+			for i, rs := range p.IPAM.Ranges {
+				if len(rs) != 1 || rs[0] != tc.wantRanges[i] {
+					t.Errorf("range set %d = %v, want [%v]", i, rs, tc.wantRanges[i])
+				}
+			}
+			var routes []string
+			for _, r := range p.IPAM.Routes {
+				routes = append(routes, r.Dst)
+			}
+			if strings.Join(routes, ",") != strings.Join(tc.wantRoutes, ",") {
+				t.Errorf("routes = %v, want %v", routes, tc.wantRoutes)
+			}
+			if tc.base.MTU == 0 && strings.Contains(string(out), `"mtu"`) {
+				t.Errorf("mtu written although unset:\n%s", out)
+			}
+			// Rendering is deterministic, so the file is only rewritten
+			// when the node changes.
+			again, err := RenderConfList(tmpl, data)
+			if err != nil || string(again) != string(out) {
+				t.Errorf("second render differs (err %v)", err)
+			}
+		})
+	}
+}
+
+func TestCustomTemplate(t *testing.T) {
+	tests := []struct {
+		name, text, wantErr string
+	}{
+		{
+			name: "custom chain with portmap",
+			text: `{"cniVersion": {{json .CNIVersion}}, "name": {{json .Network}}, "plugins": [
+{"type": "vethroute", "ipam": {"type": "vethroute", "ranges": [{{range $i, $r := .Ranges}}{{if $i}},{{end}}[{"subnet": {{json $r.Subnet}}, "gateway": {{json $r.Gateway}}}]{{end}}]}},
+{"type": "portmap", "capabilities": {"portMappings": true}}]} # {{.NodeName}}`,
+			wantErr: "not JSON",
+		},
+		{
+			name: "valid custom chain",
+			text: `{"cniVersion": {{json .CNIVersion}}, "name": {{json .Network}}, "plugins": [
+{"type": "vethroute", "ipam": {"type": "vethroute", "ranges": [{{range $i, $r := .Ranges}}{{if $i}},{{end}}[{"subnet": {{json $r.Subnet}}, "gateway": {{json $r.Gateway}}}]{{end}}]}},
+{"type": "portmap", "capabilities": {"portMappings": true}, "node": {{json .NodeName}}}]}`,
+		},
+		{name: "unknown field", text: `{{.Nope}}`, wantErr: "render conflist"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl, err := ParseConfTemplate(tc.text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := NewConfData(node("n7", []string{"10.7.0.0/24"}), ConfData{CNIVersion: "1.1.0", Network: "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := RenderConfList(tmpl, data)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := libcni.ConfListFromBytes(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.Plugins) != 2 || l.Plugins[1].Network.Type != "portmap" || !strings.Contains(string(out), `"node": "n7"`) {
+				t.Errorf("custom template not honoured:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestParseConfTemplateRejectsSyntax(t *testing.T) {
+	if _, err := ParseConfTemplate(`{{if}}`); err == nil {
+		t.Fatal("ParseConfTemplate accepted a broken template")
+	}
+}

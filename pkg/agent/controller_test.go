@@ -1,0 +1,390 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vethroute/vethroute/pkg/noderoutes"
+)
+
+// fakeTable is a RouteTable that records the desired routes it is given.
+type fakeTable struct {
+	mu        sync.Mutex
+	connected []netip.Prefix
+	routes    []noderoutes.Route
+	syncs     int
+	failNext  int // number of Syncs that fail before one succeeds
+	conflicts map[netip.Prefix]string
+}
+
+func (f *fakeTable) Connected() ([]netip.Prefix, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.connected), nil
+}
+
+func (f *fakeTable) Sync(desired []noderoutes.Route) (noderoutes.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.syncs++
+	if f.failNext > 0 {
+		f.failNext--
+		return noderoutes.Result{}, io.ErrUnexpectedEOF
+	}
+	var res noderoutes.Result
+	f.routes = nil
+	for _, d := range desired {
+		if e, ok := f.conflicts[d.Dst]; ok {
+			res.Conflicts = append(res.Conflicts, noderoutes.Conflict{Want: d, Existing: e})
+			continue
+		}
+		f.routes = append(f.routes, d)
+	}
+	res.Programmed = len(f.routes)
+	return res, nil
+}
+
+func (f *fakeTable) state() ([]string, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, r := range noderoutes.Sorted(f.routes) {
+		out = append(out, r.String())
+	}
+	return out, f.syncs
+}
+
+// fakeMasq records the pod CIDRs of the last Sync.
+type fakeMasq struct {
+	mu    sync.Mutex
+	cidrs []string
+}
+
+func (m *fakeMasq) Sync(_ context.Context, ps []netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cidrs = nil
+	for _, p := range Collapse(ps) {
+		m.cidrs = append(m.cidrs, p.String())
+	}
+	return nil
+}
+
+func (m *fakeMasq) get() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.cidrs)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type harness struct {
+	client  *fake.Clientset
+	table   *fakeTable
+	masq    *fakeMasq
+	ctrl    *Controller
+	metrics *Metrics
+	conf    string
+}
+
+// startController runs a controller for node router01 against a fake
+// clientset holding nodes, until the test ends.
+func startController(t *testing.T, table *fakeTable, nodes ...*corev1.Node) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var objs []runtime.Object
+	for _, n := range nodes {
+		objs = append(objs, n)
+	}
+	client := fake.NewClientset(objs...)
+	factory := informers.NewSharedInformerFactory(client, 0)
+	metrics := NewMetrics()
+	recorder, stopEvents := NewEventRecorder(ctx, client, "router01")
+	masq := &fakeMasq{}
+	conf := filepath.Join(t.TempDir(), "net.d", "10-vethroute.conflist")
+	ctrl, err := NewController(Config{
+		NodeName:     "router01",
+		ConfPath:     conf,
+		ConfBase:     ConfData{CNIVersion: "1.1.0", Network: "vethroute", DataDir: "/var/lib/cni/vethroute"},
+		ResyncPeriod: time.Hour, // only API events drive these tests
+		RetryBase:    time.Millisecond,
+		RetryMax:     10 * time.Millisecond,
+		ClusterCIDRs: prefixes(t, "10.96.0.0/12"),
+	}, factory.Core().V1().Nodes(), table, masq, recorder, metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory.Start(ctx.Done())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := ctrl.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		factory.Shutdown()
+		stopEvents()
+	})
+	return &harness{client: client, table: table, masq: masq, ctrl: ctrl, metrics: metrics, conf: conf}
+}
+
+func (h *harness) waitRoutes(t *testing.T, want ...string) {
+	t.Helper()
+	var got []string
+	waitFor(t, "routes "+strings.Join(want, ", "), func() bool {
+		got, _ = h.table.state()
+		return slices.Equal(got, want)
+	})
+}
+
+func TestControllerFollowsNodes(t *testing.T) {
+	table := &fakeTable{connected: prefixes(t, "172.16.0.0/24")}
+	h := startController(t, table,
+		node("router01", []string{"192.168.0.0/24"}, "172.16.0.1"),
+		node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+	)
+	ctx := context.Background()
+	nodes := h.client.CoreV1().Nodes()
+
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2")
+	waitFor(t, "readiness", h.ctrl.Ready)
+	conf, err := os.ReadFile(h.conf)
+	if err != nil {
+		t.Fatalf("conflist not written: %v", err)
+	}
+	if !strings.Contains(string(conf), `"subnet": "192.168.0.0/24"`) || !strings.Contains(string(conf), `"gateway": "192.168.0.254"`) {
+		t.Errorf("conflist lacks this node's range:\n%s", conf)
+	}
+
+	// A third node appears.
+	if _, err := nodes.Create(ctx, node("router03", []string{"10.1.0.0/24"}, "172.16.0.3"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2", "10.1.0.0/24 via 172.16.0.3")
+
+	// Its InternalIP changes.
+	n3, err := nodes.Get(ctx, "router03", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n3.Status.Addresses[0].Address = "172.16.0.33"
+	if _, err := nodes.UpdateStatus(ctx, n3, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2", "10.1.0.0/24 via 172.16.0.33")
+
+	// It is deleted.
+	if err := nodes.Delete(ctx, "router03", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2")
+
+	// Masquerading covers every node's pod CIDR and the cluster CIDRs.
+	waitFor(t, "masquerade CIDRs", func() bool {
+		return slices.Equal(h.masq.get(), []string{"10.0.0.0/24", "10.96.0.0/12", "192.168.0.0/24"})
+	})
+	if got := testutil.ToFloat64(h.metrics.RoutesProgrammed); got != 1 {
+		t.Errorf("routes_programmed = %v, want 1", got)
+	}
+	if testutil.ToFloat64(h.metrics.LastSuccess) == 0 {
+		t.Error("last_successful_sync_timestamp_seconds not set")
+	}
+}
+
+func TestControllerUpdatesConfList(t *testing.T) {
+	h := startController(t, &fakeTable{}, node("router01", nil, "172.16.0.1"))
+	ctx := context.Background()
+
+	// Without podCIDRs the agent waits: no file, not ready, no error.
+	waitFor(t, "a reconcile", func() bool {
+		return testutil.ToFloat64(h.metrics.Reconciles.WithLabelValues("waiting")) > 0
+	})
+	if _, err := os.Stat(h.conf); !os.IsNotExist(err) {
+		t.Errorf("conflist exists before the node has podCIDRs: %v", err)
+	}
+	if h.ctrl.Ready() {
+		t.Error("ready before the CNI configuration was written")
+	}
+	if got := testutil.ToFloat64(h.metrics.ReconcileErrors); got != 0 {
+		t.Errorf("waiting counted as %v errors", got)
+	}
+
+	n, err := h.client.CoreV1().Nodes().Get(ctx, "router01", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.PodCIDRs = []string{"10.244.1.0/24", "fd00:10:244:1::/64"}
+	n.Spec.PodCIDR = n.Spec.PodCIDRs[0]
+	if _, err := h.client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "dual-stack conflist", func() bool {
+		b, err := os.ReadFile(h.conf)
+		return err == nil && strings.Contains(string(b), `"gateway": "fd00:10:244:1:ffff:ffff:ffff:ffff"`) && strings.Contains(string(b), `"dst": "::/0"`)
+	})
+	waitFor(t, "readiness", h.ctrl.Ready)
+	if got := testutil.ToFloat64(h.metrics.ConfWrites); got != 1 {
+		t.Errorf("cni_config_writes_total = %v, want 1", got)
+	}
+}
+
+// TestControllerEventOnUnreachableInternalIP checks that a node whose
+// InternalIP is not on a connected subnet gets a Warning Event (once, not on
+// every reconcile) and no route, while the other nodes are still routed.
+func TestControllerEventOnUnreachableInternalIP(t *testing.T) {
+	table := &fakeTable{connected: prefixes(t, "172.16.0.0/24")}
+	h := startController(t, table,
+		node("router01", []string{"192.168.0.0/24"}, "172.16.0.1"),
+		node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+		node("faraway", []string{"10.9.0.0/24"}, "198.51.100.9"),
+	)
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2")
+
+	var ev corev1.Event
+	waitFor(t, "an InternalIPNotConnected event", func() bool {
+		list, err := h.client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range list.Items {
+			if e.Reason == ReasonUnreachable {
+				ev = e
+				return true
+			}
+		}
+		return false
+	})
+	if ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != "faraway" ||
+		ev.Source.Component != Component || ev.Source.Host != "router01" || !strings.Contains(ev.Message, "198.51.100.9") {
+		t.Errorf("event = %+v", ev)
+	}
+	if got := testutil.ToFloat64(h.metrics.RouteProblems); got != 1 {
+		t.Errorf("route_problems = %v, want 1", got)
+	}
+
+	// More reconciles of the same state announce nothing new.
+	_, syncs := table.state()
+	for range 3 {
+		h.ctrl.queue.Add(syncKey)
+		waitFor(t, "another reconcile", func() bool { _, s := table.state(); return s > syncs })
+		_, syncs = table.state()
+	}
+	list, err := h.client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, e := range list.Items {
+		if e.Reason == ReasonUnreachable {
+			count++
+		}
+	}
+	if count != 1 || ev.Count > 1 {
+		t.Errorf("%d events (count %d) for one unchanged problem, want 1", count, ev.Count)
+	}
+}
+
+func TestControllerReportsConflicts(t *testing.T) {
+	table := &fakeTable{
+		connected: prefixes(t, "172.16.0.0/24"),
+		conflicts: map[netip.Prefix]string{netip.MustParsePrefix("10.0.0.0/24"): "10.0.0.0/24 via 172.16.0.9 proto static"},
+	}
+	h := startController(t, table,
+		node("router01", []string{"192.168.0.0/24"}, "172.16.0.1"),
+		node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+	)
+	waitFor(t, "a RouteConflict event on router02", func() bool {
+		list, err := h.client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range list.Items {
+			if e.Reason == ReasonRouteConflict && e.InvolvedObject.Name == "router02" && strings.Contains(e.Message, "proto static") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestControllerRetriesWithBackoff(t *testing.T) {
+	table := &fakeTable{connected: prefixes(t, "172.16.0.0/24"), failNext: 3}
+	h := startController(t, table,
+		node("router01", []string{"192.168.0.0/24"}, "172.16.0.1"),
+		node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+	)
+	// No API event follows the failures: only the rate-limited requeue
+	// can bring the route.
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2")
+	if got := testutil.ToFloat64(h.metrics.ReconcileErrors); got != 3 {
+		t.Errorf("reconcile_errors_total = %v, want 3", got)
+	}
+}
+
+func TestHandler(t *testing.T) {
+	m := NewMetrics()
+	m.RoutesProgrammed.Set(2)
+	var ready bool
+	srv := httptest.NewServer(Handler(m, func() bool { return ready }))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tests := []struct {
+		path     string
+		ready    bool
+		wantCode int
+		wantBody string
+	}{
+		{"/healthz", false, 200, "ok"},
+		{"/readyz", false, 503, "not ready"},
+		{"/readyz", true, 200, "ok"},
+		{"/metrics", true, 200, "vethroute_agent_routes_programmed 2"},
+		{"/nope", true, 404, ""},
+	}
+	for _, tc := range tests {
+		ready = tc.ready
+		code, body := get(tc.path)
+		if code != tc.wantCode || !strings.Contains(body, tc.wantBody) {
+			t.Errorf("GET %s (ready=%v) = %d %q, want %d containing %q", tc.path, tc.ready, code, body, tc.wantCode, tc.wantBody)
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package agent
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestOptionsValidate(t *testing.T) {
+	env := map[string]string{"NODE_NAME": "from-env"}
+	getenv := func(k string) string { return env[k] }
+	tests := []struct {
+		name     string
+		args     []string
+		wantErr  string
+		wantNode string
+	}{
+		{name: "defaults with NODE_NAME", wantNode: "from-env"},
+		{name: "flag wins over env", args: []string{"--node-name=n1"}, wantNode: "n1"},
+		{name: "plugin's protocol refused", args: []string{"--route-protocol=86"}, wantErr: "--route-protocol"},
+		{name: "kernel protocol refused", args: []string{"--route-protocol=2"}, wantErr: "--route-protocol"},
+		{name: "relative conf dir", args: []string{"--cni-conf-dir=etc"}, wantErr: "--cni-conf-dir"},
+		{name: "conf name without .conflist", args: []string{"--cni-conf-name=10-vethroute.conf"}, wantErr: "--cni-conf-name"},
+		{name: "bad network name", args: []string{"--network-name=a:b"}, wantErr: "--network-name"},
+		{name: "bad cluster CIDR", args: []string{"--cluster-cidrs=10.0.0.0/8,nope"}, wantErr: "--cluster-cidrs"},
+		{name: "cluster CIDRs", args: []string{"--cluster-cidrs=10.0.0.0/8, fd00::/48"}, wantNode: "from-env"},
+		{name: "resync too short", args: []string{"--resync-period=10ms"}, wantErr: "--resync-period"},
+		{name: "bad log level", args: []string{"--log-level=loud"}, wantErr: "--log-level"},
+		{name: "bad log format", args: []string{"--log-format=xml"}, wantErr: "--log-format"},
+		{name: "bad mtu", args: []string{"--mtu=20"}, wantErr: "--mtu"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var o Options
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			o.AddFlags(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			err := o.Validate(getenv)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Validate() = %v, want an error about %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.NodeName != tc.wantNode {
+				t.Errorf("node name %q, want %q", o.NodeName, tc.wantNode)
+			}
+		})
+	}
+}
