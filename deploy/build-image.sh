@@ -3,10 +3,13 @@
 # static binaries of the plugin and the agent, packed by deploy/ociimage into
 # one tar that is an OCI image layout and a `docker save` archive at once.
 #
-# Usage: deploy/build-image.sh [-o OUT.tar] [-n NAME:TAG] [--no-load]
-#   -o         output tar (default: dist/vethroute-image.tar)
-#   -n         image name (default: vethroute:dev, as deploy/daemonset.yaml)
-#   --no-load  do not `docker load` the result even when docker is there
+# Usage: deploy/build-image.sh [-o OUT.tar] [-n NAME:TAG] [--with-nft] [--no-load]
+#   -o          output tar (default: dist/vethroute-image.tar)
+#   -n          image name (default: vethroute:dev, as deploy/daemonset.yaml)
+#   --with-nft  also copy this machine's nft binary and the shared libraries
+#               it loads (ldd) into the image, for the agent's --masquerade;
+#               only for an image of this machine's architecture
+#   --no-load   do not `docker load` the result even when docker is there
 #
 # Environment: VERSION (default: git describe, or "dev") is stamped into both
 # binaries; GOARCH selects the architecture; SOURCE_DATE_EPOCH dates the
@@ -24,12 +27,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/dist/vethroute-image.tar"
 name="vethroute:dev"
 load=1
+with_nft=0
 while (($#)); do
 	case "$1" in
 	-o) out="$2"; shift 2 ;;
 	-n) name="$2"; shift 2 ;;
 	--no-load) load=0; shift ;;
-	-h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+	--with-nft) with_nft=1; shift ;;
+	-h | --help) sed -n '2,24p' "$0"; exit 0 ;;
 	*) echo "build-image: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -55,14 +60,33 @@ for b in vethroute vethroute-agent; do
 	fi
 done
 
+files=(-file "$work/vethroute-agent=/vethroute-agent" -file "$work/vethroute=/opt/vethroute/bin/vethroute")
+if ((with_nft)); then
+	# knftables runs the nft binary; a static image has none. Copy the
+	# build machine's, with every library the dynamic loader resolves for
+	# it, each at the path the loader looks for it.
+	nft="$(command -v nft || true)"
+	if [[ -z "$nft" ]]; then
+		echo "build-image: --with-nft: no nft on this machine (apt-get install nftables)" >&2
+		exit 1
+	fi
+	if [[ "$arch" != "$(go env GOHOSTARCH)" ]]; then
+		echo "build-image: --with-nft copies this machine's $(go env GOHOSTARCH) nft; it cannot go into a $arch image" >&2
+		exit 1
+	fi
+	files+=(-file "$(readlink -f "$nft")=/usr/sbin/nft")
+	while read -r lib; do
+		files+=(-file "$(readlink -f "$lib")=$lib")
+	done < <(ldd "$nft" | grep -o '/[^ ]*' | sort -u)
+fi
+
 mkdir -p "$(dirname "$out")"
 # The packer runs on the build machine, whatever GOARCH the image is for.
 GOOS= GOARCH= go run ./deploy/ociimage -o "$out" -name "$name" -arch "$arch" \
 	-entrypoint /vethroute-agent \
 	-label "org.opencontainers.image.title=vethroute" \
 	-label "org.opencontainers.image.version=$version" \
-	-file "$work/vethroute-agent=/vethroute-agent" \
-	-file "$work/vethroute=/opt/vethroute/bin/vethroute"
+	"${files[@]}"
 echo "build-image: wrote $out ($(du -h "$out" | cut -f1))" >&2
 
 if ((load)) && command -v docker >/dev/null 2>&1; then

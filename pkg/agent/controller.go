@@ -221,15 +221,15 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.queue.Forget(key)
 		c.log.Info("reconcile waiting", "reason", err)
 	default:
-		delay := c.queue.NumRequeues(key)
-		c.log.Error("reconcile failed; retrying with backoff", "err", err, "retries", delay)
+		c.log.Error("reconcile failed; retrying with backoff", "err", err, "retries", c.queue.NumRequeues(key))
 		c.queue.AddRateLimited(key)
 	}
 	return true
 }
 
 // Reconcile computes the desired state from the informer's cache and
-// applies it: CNI configuration, routes, problems, masquerade rules.
+// applies it: CNI configuration, routes, problems, masquerade rules. Run
+// calls it from its single worker; it is not safe for concurrent use.
 func (c *Controller) Reconcile(ctx context.Context) (err error) {
 	start := time.Now()
 	defer func() {
