@@ -11,13 +11,14 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?= 15s
 
-.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability
+.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image
 
 all: build
 
-## build: the static plugin binary bin/vethroute
+## build: the static plugin binary bin/vethroute and the node agent bin/vethroute-agent
 build:
 	$(GOBUILD) -o $(BIN)/vethroute ./plugins/vethroute
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BIN)/vethroute-agent ./cmd/vethroute-agent
 
 ## deps: Debian packages and Go tools the demo and tests need (only what is missing)
 deps:
@@ -52,6 +53,14 @@ e2e-containerd: deps build
 	$(TESTENV) $(GO) test -count=1 -v -timeout 20m ./test/e2e/containerd/ ./test/chain/
 
 e2e: e2e-containerd
+
+## agent-test: agent unit, route, integration and manifest tests (root; real API server)
+agent-test: deps build k8s-bins
+	$(TESTENV) $(GO) test -count=1 ./pkg/agent/... ./pkg/noderoutes/ ./test/agent/ ./deploy/...
+
+## image: plugin + agent image built without a registry (docker load'ed when docker runs); IMAGE_FLAGS=--with-nft for --masquerade
+image:
+	VERSION=$(VERSION) bash deploy/build-image.sh $(IMAGE_FLAGS)
 
 ## reliability: kills, storms, hostile input, foreign state, store safety (root, a few minutes)
 reliability: deps build

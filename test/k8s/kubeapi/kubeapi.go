@@ -285,16 +285,28 @@ func startProc(name, bin string, args []string, logPath string) (*proc, error) {
 		// than leaving it holding ports and the temp dir.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		// The kernel sends Pdeathsig when the thread that forked the child
+		// ends, not the process, and Go ends threads (testutils.NewNS does
+		// on purpose). Forking from a thread locked to this goroutine, which
+		// lives until the child exits, ties the signal to the test binary.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.err = cmd.Wait()
 		logf.Close()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
 	return p, nil
 }
 
