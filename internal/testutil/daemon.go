@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,25 +37,12 @@ func StartDaemon(t testing.TB, netns ns.NetNS, bin string, args ...string) *Daem
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	d := &Daemon{LogPath: logf.Name(), cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		// The kernel sends Pdeathsig when the *thread* that forked the
-		// child exits, and Go destroys threads (testutils.NewNS ends its
-		// goroutine on a locked thread on purpose). Forking from a thread
-		// locked to this goroutine, which lives until the child exits,
-		// keeps the signal for the death of the test binary only.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		d.err = cmd.Wait()
+	err = StartTied(cmd, func(err error) {
+		d.err = err
 		logf.Close()
 		close(d.done)
-	}()
-	if err := <-started; err != nil {
+	})
+	if err != nil {
 		logf.Close()
 		t.Fatalf("start %s in %s: %v", bin, netns.Path(), err)
 	}

@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/vethroute/vethroute/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -286,24 +287,12 @@ func startProc(name, bin string, args []string, logPath string) (*proc, error) {
 		Pdeathsig: syscall.SIGKILL,
 	}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		// The kernel sends Pdeathsig when the thread that forked the child
-		// ends, not the process, and Go ends threads (testutils.NewNS does
-		// on purpose). Forking from a thread locked to this goroutine, which
-		// lives until the child exits, ties the signal to the test binary.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
+	err = testutil.StartTied(cmd, func(err error) {
+		p.err = err
 		logf.Close()
 		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	})
+	if err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
