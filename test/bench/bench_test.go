@@ -147,6 +147,11 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("density %s: %d fill and %d drain errors", name, rep.density.fillErrs[name], rep.density.drainErrs[name])
 		}
 	}
+	for _, l := range append(append([]*densityLevel(nil), rep.density.control...), rep.density.nodeFloor...) {
+		if l.errors != 0 || len(l.add) != o.probes {
+			t.Errorf("density floor at %d: %d errors: %s", l.n, l.errors, l.firstErr)
+		}
+	}
 	for _, u := range rep.usage {
 		if u.errors != 0 {
 			t.Errorf("rusage %s: %d errors: %s", u.name, u.errors, u.firstErr)

@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vethroute/vethroute/pkg/routing"
+	"github.com/vethroute/vethroute/test/bench/floor"
 )
 
 // drainWorkers is how many DELs run at once when the nodes are drained.
@@ -34,6 +35,10 @@ type densityResult struct {
 	// the same loop: it moves only with the machine's load, not with the
 	// density, so dividing by it separates the two.
 	control []*densityLevel
+	// nodeFloor is the in-process floor run on the first plugin's node
+	// itself, among its containers: what the kernel's own work costs at
+	// this density, whatever plugin asks for it.
+	nodeFloor []*densityLevel
 	// fill[plugin][k] is the latency of the ADD that found k containers.
 	fill      map[string]durations
 	fillErrs  map[string]int
@@ -64,6 +69,17 @@ func runDensity(l *lab, drivers []*driver, control cycler, levels []int, probes 
 		probe[k] = c
 	}
 	fillID := func(i int) string { return fmt.Sprintf("fill-%d", i) }
+	floorCont, err := l.newNS("densfloor")
+	if err != nil {
+		return nil, err
+	}
+	// An address past the range's end and the range's own gateway, so the
+	// floor's host route never meets a container's.
+	onNode := (&floorRig{node: drivers[0].node, cont: floorCont, spec: floor.Spec{
+		HostName: "flrd0", IfName: "eth0", MTU: 1500,
+		Addr:    &net.IPNet{IP: net.ParseIP("10.100.15.253").To4(), Mask: net.CIDRMask(20, 32)},
+		Gateway: net.ParseIP("10.100.15.254").To4(),
+	}}).inProcess()
 	have := 0
 	for _, level := range levels {
 		for i := have; i < level; i++ {
@@ -90,9 +106,19 @@ func runDensity(l *lab, drivers []*driver, control cycler, levels []int, probes 
 			lv[k] = &densityLevel{n: level}
 			res.levels[drivers[k].name] = append(res.levels[drivers[k].name], lv[k])
 		}
-		ctl := &densityLevel{n: level}
-		res.control = append(res.control, ctl)
+		ctl, nf := &densityLevel{n: level}, &densityLevel{n: level}
+		res.control, res.nodeFloor = append(res.control, ctl), append(res.nodeFloor, nf)
 		for p := range probes {
+			if a, err := onNode.add(p); err != nil {
+				nf.errors++
+				nf.firstErr = err.Error()
+				_, _ = onNode.del(p)
+			} else if dl, err := onNode.del(p); err != nil {
+				nf.errors++
+				nf.firstErr = err.Error()
+			} else {
+				nf.add, nf.del = append(nf.add, a), append(nf.del, dl)
+			}
 			if a, err := control.add(p); err != nil {
 				ctl.errors++
 				ctl.firstErr = err.Error()
@@ -160,6 +186,9 @@ func runDensity(l *lab, drivers []*driver, control cycler, levels []int, probes 
 	progress("density: nodes drained")
 	t0 := time.Now()
 	for k := range conts {
+		if k == 0 {
+			conts[k] = append(conts[k], floorCont)
+		}
 		for _, c := range append(conts[k], probe[k]) {
 			if err := l.removeNS(c); err != nil {
 				return nil, err

@@ -314,12 +314,21 @@ func (r *report) writeDensity(w func(string, ...any)) {
 	for _, lv := range d.control {
 		w("| exec'd floor, empty node (load control) | %d | %s | %s | %s | %s | %d |\n", lv.n, ms(lv.add.median()), ms(lv.add.p99()), ms(lv.del.median()), ms(lv.del.p99()), lv.errors)
 	}
+	for _, lv := range d.nodeFloor {
+		w("| in-process floor on vethroute's node (the kernel's share) | %d | %s | %s | %s | %s | %d |\n", lv.n, ms(lv.add.median()), ms(lv.add.p99()), ms(lv.del.median()), ms(lv.del.p99()), lv.errors)
+	}
 	w("\nThe levels are measured minutes apart and the machine's load moves in between; the load control (the exec'd floor on an empty node of its own, probed in the same loop) moves only with the load. From the lowest to the highest level:\n\n")
 	var ctlAdd99, ctlAddMed, ctlDel99 float64 = math.NaN(), math.NaN(), math.NaN()
 	if c := d.control; len(c) >= 2 {
 		lo, hi := c[0], c[len(c)-1]
 		ctlAdd99, ctlAddMed, ctlDel99 = ratio(hi.add.p99(), lo.add.p99()), ratio(hi.add.median(), lo.add.median()), ratio(hi.del.p99(), lo.del.p99())
 		w("- load control: ADD p99 **%s×**, ADD median **%s×**, DEL p99 **%s×**\n", fmtRatio(ctlAdd99), fmtRatio(ctlAddMed), fmtRatio(ctlDel99))
+	}
+	if nf := d.nodeFloor; len(nf) >= 2 {
+		lo, hi := nf[0], nf[len(nf)-1]
+		a99, amed, d99 := ratio(hi.add.p99(), lo.add.p99()), ratio(hi.add.median(), lo.add.median()), ratio(hi.del.p99(), lo.del.p99())
+		w("- in-process floor on vethroute's node: ADD p99 **%s×** (%s× the control's), ADD median **%s×** (%s×), DEL p99 **%s×** (%s×)\n",
+			fmtRatio(a99), fmtRatio(a99/ctlAdd99), fmtRatio(amed), fmtRatio(amed/ctlAddMed), fmtRatio(d99), fmtRatio(d99/ctlDel99))
 	}
 	for _, name := range []string{nameVeth, namePtp} {
 		lv := d.levels[name]
