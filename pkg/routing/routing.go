@@ -159,7 +159,7 @@ func openContainer(path string) (*container, error) {
 		target.Close()
 		return nil, fmt.Errorf("%w: %s is a namespace, but not a network namespace", ErrNetNS, path)
 	}
-	h, err := netlinksafe.NewHandleAt(netns.NsHandle(target.Fd()))
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(target.Fd()), unix.NETLINK_ROUTE)
 	if err != nil {
 		target.Close()
 		return nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
