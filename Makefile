@@ -11,7 +11,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?= 15s
 
-.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image
+.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go
 
 all: build
 
@@ -61,6 +61,18 @@ agent-test: deps build k8s-bins
 ## image: plugin + agent image built without a registry (docker load'ed when docker runs); IMAGE_FLAGS=--with-nft for --masquerade
 image:
 	VERSION=$(VERSION) bash deploy/build-image.sh $(IMAGE_FLAGS)
+
+## bench: vethroute vs ptp+host-local in one alternating run (root, ~10-15 min); rewrites docs/benchmarks.md and docs/benchmarks-density.png
+bench: deps
+	$(GO) run ./test/bench -out docs/benchmarks.md
+
+## bench-quick: smoke run of every benchmark section (~1 min)
+bench-quick: deps
+	$(GO) run ./test/bench -quick -out /tmp/vethroute-bench/benchmarks.md
+
+## bench-go: Go benchmarks of the routing and IPAM hot paths
+bench-go:
+	$(GO) test -run '^$$' -bench . ./pkg/routing/ ./pkg/ipam/
 
 ## reliability: kills, storms, hostile input, foreign state, store safety (root, a few minutes)
 reliability: deps build

@@ -144,6 +144,20 @@ const nsGetNSType = 0xb703
 
 // openContainer opens the namespace at path once for all the work of a verb.
 func openContainer(path string) (*container, error) {
+	target, err := openNetNS(path)
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(target.Fd()), unix.NETLINK_ROUTE)
+	if err != nil {
+		target.Close()
+		return nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
+	}
+	return &container{ns: target, Handle: h}, nil
+}
+
+// openNetNS opens path and makes sure it is a network namespace.
+func openNetNS(path string) (ns.NetNS, error) {
 	target, err := ns.GetNS(path)
 	if err != nil {
 		var notExist ns.NSPathNotExistErr
@@ -159,12 +173,7 @@ func openContainer(path string) (*container, error) {
 		target.Close()
 		return nil, fmt.Errorf("%w: %s is a namespace, but not a network namespace", ErrNetNS, path)
 	}
-	h, err := netlinksafe.NewHandleAt(netns.NsHandle(target.Fd()), unix.NETLINK_ROUTE)
-	if err != nil {
-		target.Close()
-		return nil, fmt.Errorf("open netlink in netns %s: %w", path, err)
-	}
-	return &container{ns: target, Handle: h}, nil
+	return target, nil
 }
 
 func (c *container) close() {
@@ -178,18 +187,18 @@ func (c *container) close() {
 // leaves the store and the node untouched instead of failing half-way or,
 // for the node's own namespace, configuring the node as a container.
 func CheckNetNS(path string) error {
-	c, err := openContainer(path)
+	target, err := openNetNS(path)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer target.Close()
 	own, err := ns.GetCurrentNS()
 	if err != nil {
 		return fmt.Errorf("open the node's netns: %w", err)
 	}
 	defer own.Close()
 	var a, b unix.Stat_t
-	if err := unix.Fstat(int(c.ns.Fd()), &a); err != nil {
+	if err := unix.Fstat(int(target.Fd()), &a); err != nil {
 		return fmt.Errorf("stat netns %s: %w", path, err)
 	}
 	if err := unix.Fstat(int(own.Fd()), &b); err != nil {
