@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -35,6 +37,49 @@ func TestExternalIPAM(t *testing.T) {
 	if out := testutil.MustRunIn(t, node.NS, "sh", "-c", "ls "+node.DataDir+"/host-local/"+network+" | grep -v -e lock -e last_reserved || true"); strings.TrimSpace(out) != "" {
 		t.Errorf("host-local still holds reservations after DEL: %s", out)
 	}
+}
+
+// TestExternalIPAMGCAndStatus checks that GC and STATUS reach the external
+// IPAM plugin: STATUS passes through, and GC makes host-local release the
+// addresses of an attachment that is no longer valid. GC runs the binary
+// directly: libcni's GC would first DEL the attachments it has cached, and
+// the DEL alone would release them.
+func TestExternalIPAMGCAndStatus(t *testing.T) {
+	refDir := testutil.ReferencePlugins(t, "host-local")
+	node := testutil.NewNode(t, refDir)
+	plugin := `{"type": "vethroute", "ipam": {"type": "host-local", "ranges": ` + dualRanges + `, "routes": ` + dualRoutes + `, "dataDir": "@DATADIR@/host-local"}}`
+	l := node.ConfList(t, `{"cniVersion": "1.1.0", "name": "`+network+`", "plugins": [`+plugin+`]}`)
+	if err := node.Status(l); err != nil {
+		t.Fatalf("STATUS: %v", err)
+	}
+	held := func() string {
+		return strings.TrimSpace(testutil.MustRunIn(t, node.NS, "sh", "-c", "cat "+node.DataDir+"/host-local/"+network+"/[0-9a-f]* 2>/dev/null | tr '\\r\\n' '  ' || true"))
+	}
+	for _, id := range []string{"extgc1", "extgc2"} {
+		cont := testutil.NewNS(t)
+		mustAdd(t, node, l, testutil.RuntimeConf(id, cont.Path(), "eth0"))
+	}
+	bin := filepath.Join(testutil.PluginDir(t), "vethroute")
+	gc := func(valid string) {
+		t.Helper()
+		conf := strings.ReplaceAll(`{"cniVersion": "1.1.0", "name": "`+network+`", "cni.dev/valid-attachments": [`+valid+`], `+plugin[1:], "@DATADIR@", node.DataDir)
+		o := node.RunPlugin(t, bin, testutil.Invocation{
+			Env:   testutil.CNIEnv("GC", "", "", "", "", testutil.PluginDir(t)+string(os.PathListSeparator)+refDir),
+			Stdin: []byte(conf),
+		})
+		if o.ExitCode != 0 {
+			t.Fatalf("GC: %s", o)
+		}
+	}
+	gc(`{"containerID": "extgc1", "ifname": "eth0"}`)
+	if h := held(); !strings.Contains(h, "extgc1") || strings.Contains(h, "extgc2") {
+		t.Fatalf("host-local holds %q after GC, want extgc1's addresses only", h)
+	}
+	gc("")
+	if h := held(); h != "" {
+		t.Errorf("host-local still holds %q after GC of everything", h)
+	}
+	node.RequireClean(t, network)
 }
 
 // TestIPMasq checks that ipMasq installs a masquerade rule for the
