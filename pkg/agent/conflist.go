@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"text/template"
 
 	"github.com/containernetworking/cni/libcni"
@@ -89,11 +91,37 @@ func Gateway(p netip.Prefix) (netip.Addr, error) {
 	return last, nil
 }
 
+// AutoCNIVersion is the --cni-version value that lets the agent choose the
+// conflist's cniVersion from the node's container runtime.
+const AutoCNIVersion = "auto"
+
+// CNIVersionFor picks the newest cniVersion the node's container runtime is
+// known to read, from the version the kubelet reports in
+// status.nodeInfo.containerRuntimeVersion. A runtime rejects a conflist
+// whose cniVersion its libcni does not know ("unsupported CNI result
+// version") and every pod on the node then fails to start: libcni learned
+// 1.1.0 (GC, STATUS) in v1.2.0, which containerd ships from 2.0; containerd
+// 1.6 and 1.7 stop at 1.0.0. Runtimes not recognised here get 1.0.0, which
+// every libcni since v1.0.0 reads; --cni-version overrides the choice.
+func CNIVersionFor(node *corev1.Node) string {
+	name, ver, ok := strings.Cut(node.Status.NodeInfo.ContainerRuntimeVersion, "://")
+	if ok && name == "containerd" {
+		major, _, _ := strings.Cut(strings.TrimPrefix(ver, "v"), ".")
+		if n, err := strconv.Atoi(major); err == nil && n >= 2 {
+			return "1.1.0"
+		}
+	}
+	return "1.0.0"
+}
+
 // NewConfData builds the template data for a node from its pod CIDRs.
 func NewConfData(node *corev1.Node, base ConfData) (ConfData, error) {
 	d := base
 	d.NodeName = node.Name
 	d.Ranges = nil
+	if d.CNIVersion == AutoCNIVersion {
+		d.CNIVersion = CNIVersionFor(node)
+	}
 	cidrs := PodCIDRs(node)
 	if len(cidrs) == 0 {
 		return d, fmt.Errorf("node %s has no spec.podCIDRs yet", node.Name)

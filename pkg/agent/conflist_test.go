@@ -232,3 +232,42 @@ func TestParseConfTemplateRejectsSyntax(t *testing.T) {
 		t.Fatal("ParseConfTemplate accepted a broken template")
 	}
 }
+
+func TestCNIVersionFor(t *testing.T) {
+	tests := []struct {
+		runtime string
+		want    string
+	}{
+		// libcni reads cniVersion 1.1.0 from v1.2.0, in containerd from 2.0.
+		{"containerd://2.1.4", "1.1.0"},
+		{"containerd://v2.0.0", "1.1.0"},
+		{"containerd://1.7.27", "1.0.0"},
+		{"containerd://1.6.20", "1.0.0"},
+		{"cri-o://1.34.0", "1.0.0"},
+		{"containerd://", "1.0.0"},
+		{"", "1.0.0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.runtime, func(t *testing.T) {
+			n := node("n1", []string{"10.1.0.0/24"})
+			n.Status.NodeInfo.ContainerRuntimeVersion = tc.runtime
+			if got := CNIVersionFor(n); got != tc.want {
+				t.Errorf("CNIVersionFor(%q) = %s, want %s", tc.runtime, got, tc.want)
+			}
+			data, err := NewConfData(n, ConfData{CNIVersion: AutoCNIVersion, Network: "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if data.CNIVersion != tc.want {
+				t.Errorf("NewConfData with auto: cniVersion %s, want %s", data.CNIVersion, tc.want)
+			}
+			pinned, err := NewConfData(n, ConfData{CNIVersion: "0.4.0", Network: "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pinned.CNIVersion != "0.4.0" {
+				t.Errorf("NewConfData with a pinned version: cniVersion %s, want 0.4.0 untouched", pinned.CNIVersion)
+			}
+		})
+	}
+}

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 )
@@ -45,7 +47,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory the CNI configuration is written to")
 	fs.StringVar(&o.CNIConfName, "cni-conf-name", "10-vethroute.conflist", "file name of the CNI configuration")
 	fs.StringVar(&o.CNIConfTemplate, "cni-conf-template", "", "Go text/template file for the conflist; empty uses the built-in one")
-	fs.StringVar(&o.CNIVersion, "cni-version", "1.1.0", "cniVersion of the written conflist")
+	fs.StringVar(&o.CNIVersion, "cni-version", AutoCNIVersion, `cniVersion of the written conflist; "auto" picks the newest the node's container runtime reads (1.1.0 on containerd 2+, else 1.0.0)`)
 	fs.StringVar(&o.Network, "network-name", "vethroute", "network name of the written conflist")
 	fs.IntVar(&o.MTU, "mtu", 0, "pod interface MTU written to the conflist; 0 leaves the plugin's default (1500)")
 	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", "/var/lib/cni/vethroute", "reservation directory of the plugin's built-in IPAM")
@@ -78,6 +80,9 @@ func (o *Options) Validate(getenv func(string) string) error {
 	}
 	if err := utils.ValidateNetworkName(o.Network); err != nil {
 		errs = append(errs, fmt.Errorf("--network-name: %w", err))
+	}
+	if o.CNIVersion != AutoCNIVersion && !slices.Contains(version.All.SupportedVersions(), o.CNIVersion) {
+		errs = append(errs, fmt.Errorf("--cni-version %q is neither auto nor one of %s", o.CNIVersion, strings.Join(version.All.SupportedVersions(), ", ")))
 	}
 	if !filepath.IsAbs(o.IPAMDataDir) {
 		errs = append(errs, fmt.Errorf("--ipam-data-dir %q is not absolute", o.IPAMDataDir))

@@ -28,6 +28,8 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "bad log level", args: []string{"--log-level=loud"}, wantErr: "--log-level"},
 		{name: "bad log format", args: []string{"--log-format=xml"}, wantErr: "--log-format"},
 		{name: "bad mtu", args: []string{"--mtu=20"}, wantErr: "--mtu"},
+		{name: "pinned cni version", args: []string{"--cni-version=1.0.0"}, wantNode: "from-env"},
+		{name: "unknown cni version", args: []string{"--cni-version=1.2"}, wantErr: "--cni-version"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
