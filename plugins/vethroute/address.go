@@ -1,24 +1,24 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"syscall"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/vethroute/vethroute/internal/delegate"
+	cniipam "github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/vethroute/vethroute/pkg/ipam"
 	"github.com/vethroute/vethroute/pkg/routing"
 )
 
 // This file routes each address operation either to the built-in allocator
-// (in-process, no second exec) or to an external IPAM plugin from CNI_PATH,
-// executed by internal/delegate rather than by cni's invoke package, whose
-// imports would slow down every start of the plugin (see that package).
+// (in-process, no second exec) or to an external IPAM plugin from CNI_PATH.
 
 func ownerOf(args *skel.CmdArgs) ipam.Owner {
 	return ipam.Owner{ContainerID: args.ContainerID, IfName: args.IfName}
@@ -58,23 +58,23 @@ func allocate(conf *NetConf, args *skel.CmdArgs) ([]routing.Address, []*types.Ro
 }
 
 func allocateExternal(conf *NetConf, args *skel.CmdArgs) ([]routing.Address, []*types.Route, error) {
-	r, err := delegate.Add(conf.IPAM.Type, args.StdinData)
+	r, err := cniipam.ExecAdd(conf.IPAM.Type, args.StdinData)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
-		_ = delegate.Del(conf.IPAM.Type, args.StdinData)
+		_ = cniipam.ExecDel(conf.IPAM.Type, args.StdinData)
 		return nil, nil, fmt.Errorf("convert result of ipam plugin %s: %w", conf.IPAM.Type, err)
 	}
 	if len(res.IPs) == 0 {
-		_ = delegate.Del(conf.IPAM.Type, args.StdinData)
+		_ = cniipam.ExecDel(conf.IPAM.Type, args.StdinData)
 		return nil, nil, fmt.Errorf("ipam plugin %s returned no address", conf.IPAM.Type)
 	}
 	addrs := make([]routing.Address, 0, len(res.IPs))
 	for _, ipc := range res.IPs {
 		if ipc.Gateway == nil {
-			_ = delegate.Del(conf.IPAM.Type, args.StdinData)
+			_ = cniipam.ExecDel(conf.IPAM.Type, args.StdinData)
 			return nil, nil, types.NewError(types.ErrInvalidNetworkConfig,
 				fmt.Sprintf("ipam plugin %s returned %s without a gateway; configure a gateway for the range, vethroute puts it on the node's veth", conf.IPAM.Type, ipc.Address.String()), "")
 		}
@@ -86,7 +86,7 @@ func allocateExternal(conf *NetConf, args *skel.CmdArgs) ([]routing.Address, []*
 // release frees the container's addresses; releasing nothing is success.
 func release(conf *NetConf, args *skel.CmdArgs) error {
 	if conf.builtin == nil {
-		if err := delegate.Del(conf.IPAM.Type, args.StdinData); err != nil {
+		if err := cniipam.ExecDel(conf.IPAM.Type, args.StdinData); err != nil {
 			return fmt.Errorf("ipam plugin %s DEL: %w", conf.IPAM.Type, err)
 		}
 		return nil
@@ -141,7 +141,7 @@ func held(conf *NetConf, args *skel.CmdArgs) ([]*net.IPNet, error) {
 // checkReservation verifies that the allocator still holds what ADD reported.
 func checkReservation(conf *NetConf, args *skel.CmdArgs, addrs []routing.Address) error {
 	if conf.builtin == nil {
-		if err := delegate.Check(conf.IPAM.Type, args.StdinData); err != nil {
+		if err := cniipam.ExecCheck(conf.IPAM.Type, args.StdinData); err != nil {
 			return fmt.Errorf("ipam plugin %s CHECK: %w", conf.IPAM.Type, err)
 		}
 		return nil
@@ -171,7 +171,7 @@ func checkReservation(conf *NetConf, args *skel.CmdArgs, addrs []routing.Address
 // many it released.
 func collectAddresses(conf *NetConf, args *skel.CmdArgs, keep func(id, ifName string) bool) (int, error) {
 	if conf.builtin == nil {
-		if err := delegate.GC(conf.IPAM.Type, args.StdinData); err != nil {
+		if err := invoke.DelegateGC(context.TODO(), conf.IPAM.Type, args.StdinData, nil); err != nil {
 			return 0, fmt.Errorf("ipam plugin %s GC: %w", conf.IPAM.Type, err)
 		}
 		return 0, nil
@@ -188,7 +188,7 @@ func collectAddresses(conf *NetConf, args *skel.CmdArgs, keep func(id, ifName st
 // status reports whether an ADD could succeed now.
 func status(conf *NetConf, args *skel.CmdArgs) error {
 	if conf.builtin == nil {
-		if err := delegate.Status(conf.IPAM.Type, args.StdinData); err != nil {
+		if err := cniipam.ExecStatus(conf.IPAM.Type, args.StdinData); err != nil {
 			return err
 		}
 		return nil
