@@ -11,7 +11,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?= 15s
 
-.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go
+.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind
 
 all: build
 
@@ -53,6 +53,13 @@ e2e-containerd: deps build
 	$(TESTENV) $(GO) test -count=1 -v -timeout 20m ./test/e2e/containerd/ ./test/chain/
 
 e2e: e2e-containerd
+
+## e2e-kind: a three-node kind cluster with vethroute as its only CNI, every image built here (root, Docker; see docs/kind.md)
+e2e-kind: deps build
+	@set -e; vars=$$(bash test/kind/build.sh); eval "$$vars"; \
+	VERSION=$(VERSION) bash deploy/build-image.sh -n vethroute:kind-e2e -o $(CURDIR)/dist/vethroute-kind-e2e.tar >/dev/null; \
+	KIND_BIN="$$KIND_BIN" KIND_NODE_IMAGE="$$KIND_NODE_IMAGE" KIND_PROBE_ARCHIVE="$$KIND_PROBE_ARCHIVE" \
+	VETHROUTE_IMAGE=vethroute:kind-e2e $(TESTENV) $(GO) test -count=1 -v -timeout 40m ./test/kind/
 
 ## agent-test: agent unit, route, integration and manifest tests (root; real API server)
 agent-test: deps build k8s-bins

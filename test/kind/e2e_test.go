@@ -1,0 +1,515 @@
+// Package kind_test runs vethroute as the only CNI of a three-node kind
+// cluster: one control plane and two workers, each node a Docker container
+// booted from the node image test/kind/build.sh makes without a registry.
+// The agent DaemonSet from deploy/ installs the plugin and keeps the routes
+// between nodes; the test checks what a user of the plugin would: nodes get
+// Ready, pods on different nodes reach each other through both nodes as
+// routers (ttl 62, the article's two routers), pods reach the API server
+// through the kubernetes service, a recreated pod works, and a removed node's
+// routes disappear from the others.
+//
+// It runs under `make e2e-kind`, which builds the images and sets
+// KIND_BIN, KIND_NODE_IMAGE, KIND_PROBE_ARCHIVE and VETHROUTE_IMAGE.
+package kind_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vethroute/vethroute/internal/testutil"
+)
+
+// cluster is one kind cluster under test and the commands to drive it.
+type cluster struct {
+	t       *testing.T
+	kind    string
+	name    string
+	network string
+	env     []string
+}
+
+const (
+	clusterName = "vethroute-e2e"
+	// networkName is a Docker network of the test's own (not kind's shared
+	// "kind"), so the cleanup can remove it without touching anyone else's.
+	networkName = "vethroute-e2e"
+	podSubnet   = "10.244.0.0/16"
+	// vethGroup is the link group vethroute puts every host-side veth in
+	// (pkg/routing.LinkGroup); counting them is the leak check.
+	vethGroup = "30322"
+	// agentRouteProto is the route protocol vethroute-agent installs its
+	// routes toward other nodes' pod CIDRs with (pkg/noderoutes).
+	agentRouteProto = "87"
+)
+
+func TestKindCluster(t *testing.T) {
+	testutil.RequireRoot(t)
+	kindBin, nodeImage := os.Getenv("KIND_BIN"), os.Getenv("KIND_NODE_IMAGE")
+	probeArchive, pluginImage := os.Getenv("KIND_PROBE_ARCHIVE"), os.Getenv("VETHROUTE_IMAGE")
+	if kindBin == "" || nodeImage == "" || probeArchive == "" || pluginImage == "" {
+		t.Skip("kind e2e: run it with `make e2e-kind`, which builds the node image and sets KIND_BIN, KIND_NODE_IMAGE, KIND_PROBE_ARCHIVE and VETHROUTE_IMAGE")
+	}
+	if testing.Short() {
+		t.Skip("kind e2e: skipped in -short mode (it boots a three-node cluster)")
+	}
+	c := newCluster(t, kindBin, nodeImage)
+
+	c.kindCmd(3*time.Minute, "load", "docker-image", pluginImage, "--name", c.name)
+	c.kindCmd(3*time.Minute, "load", "image-archive", probeArchive, "--name", c.name)
+	probeImage := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(probeArchive), "probe-"), ".tar")
+	probeImage = "vethroute-kind/probe:" + probeImage
+
+	root := testutil.RepoRoot(t)
+	for _, f := range []string{"deploy/rbac.yaml", "deploy/daemonset.yaml"} {
+		manifest, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatalf("read %s: %v", f, err)
+		}
+		manifest = bytes.ReplaceAll(manifest, []byte("image: vethroute:dev"), []byte("image: "+pluginImage))
+		c.kubectlIn(manifest, time.Minute, "apply", "-f", "-")
+	}
+	c.kubectl(5*time.Minute, "-n", "kube-system", "rollout", "status", "daemonset/vethroute-agent", "--timeout=280s")
+	c.kubectl(5*time.Minute, "wait", "--for=condition=Ready", "node", "--all", "--timeout=280s")
+
+	nodes := c.nodes()
+	if len(nodes) != 3 {
+		t.Fatalf("cluster has %d nodes, want 3: %v", len(nodes), nodes)
+	}
+	_, subnet, _ := net.ParseCIDR(podSubnet)
+	for _, n := range nodes {
+		if n.podCIDR == nil || !subnet.Contains(n.podCIDR.IP) {
+			t.Fatalf("node %s has pod CIDR %v, want one inside %s", n.name, n.podCIDR, podSubnet)
+		}
+	}
+	cp, w1, w2 := nodes[0], nodes[1], nodes[2]
+
+	t.Run("system pods", func(t *testing.T) {
+		c.kubectl(3*time.Minute, "-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=170s")
+		if c.hasCoreDNS() {
+			// CoreDNS is the first pod that gets its address from vethroute.
+			c.kubectl(4*time.Minute, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=230s")
+		}
+	})
+
+	a := c.runPod("probe-a", w1.name, probeImage)
+	a2 := c.runPod("probe-a2", w1.name, probeImage)
+	b := c.runPod("probe-b", w2.name, probeImage)
+	onCP := c.runPod("probe-cp", cp.name, probeImage)
+	pods := map[string]pod{a.name: a, a2.name: a2, b.name: b, onCP.name: onCP}
+	for _, p := range pods {
+		host := map[string]node{w1.name: w1, w2.name: w2, cp.name: cp}[p.node]
+		if !host.podCIDR.Contains(p.ip) {
+			t.Errorf("pod %s on %s has address %s outside the node's pod CIDR %s", p.name, p.node, p.ip, host.podCIDR)
+		}
+	}
+
+	// Through one router (the shared node) the ttl drops by one, through
+	// two (source node, then destination node) by two: 64 - 2 = 62, the
+	// article's ping across its two routers.
+	for _, tc := range []struct {
+		name     string
+		from, to pod
+		ttl      string
+	}{
+		{"same node", a, a2, "ttl=63"},
+		{"worker to worker", a, b, "ttl=62"},
+		{"worker to control plane", b, onCP, "ttl=62"},
+		{"control plane to worker", onCP, a, "ttl=62"},
+	} {
+		t.Run("ping "+tc.name, func(t *testing.T) {
+			out := c.ping(tc.from, tc.to.ip.String())
+			if !strings.Contains(out, tc.ttl) {
+				t.Fatalf("ping %s (%s) -> %s (%s): want %s in\n%s", tc.from.name, tc.from.node, tc.to.name, tc.to.node, tc.ttl, out)
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, tc.ttl) {
+					t.Logf("%s (%s) -> %s (%s): %s", tc.from.name, tc.from.ip, tc.to.name, tc.to.ip, strings.TrimSpace(line))
+					break
+				}
+			}
+		})
+	}
+
+	t.Run("pod to API server", func(t *testing.T) {
+		for _, p := range []pod{a, b, onCP} {
+			out, err := c.kubectlErr(nil, time.Minute, "exec", p.name, "--", "/probe")
+			if err != nil || strings.TrimSpace(out) == "" {
+				t.Errorf("pod %s on %s: /version through the kubernetes service: %v\n%s", p.name, p.node, err, out)
+			}
+		}
+	})
+
+	t.Run("pod deleted and recreated", func(t *testing.T) {
+		before := c.vethCount(w1.name)
+		c.kubectl(2*time.Minute, "delete", "pod", a.name, "--wait=true", "--timeout=100s")
+		if got := c.waitVeths(w1.name, before-1); got != before-1 {
+			t.Errorf("node %s: %d vethroute host veths after deleting a pod, want %d (leak or early removal)", w1.name, got, before-1)
+		}
+		again := c.runPod(a.name, w1.name, probeImage)
+		if out := c.ping(again, b.ip.String()); !strings.Contains(out, "ttl=62") {
+			t.Errorf("recreated pod %s (%s) -> %s: want ttl=62 in\n%s", again.name, again.ip, b.ip, out)
+		}
+		if got := c.waitVeths(w1.name, before); got != before {
+			t.Errorf("node %s: %d vethroute host veths after recreating the pod, want %d", w1.name, got, before)
+		}
+	})
+
+	t.Run("worker removed", func(t *testing.T) {
+		gone := w2.podCIDR.String()
+		for _, n := range []node{cp, w1} {
+			if !strings.Contains(c.agentRoutes(n.name), gone) {
+				t.Fatalf("node %s has no proto %s route to %s's pod CIDR %s before the removal:\n%s", n.name, agentRouteProto, w2.name, gone, c.agentRoutes(n.name))
+			}
+		}
+		c.kubectl(2*time.Minute, "delete", "pod", b.name, "--wait=true", "--timeout=100s")
+		c.kubectl(time.Minute, "delete", "node", w2.name)
+		c.docker(time.Minute, "rm", "-f", w2.name)
+		for _, n := range []node{cp, w1} {
+			var routes string
+			for i := 0; i < 60; i++ {
+				if routes = c.agentRoutes(n.name); !strings.Contains(routes, gone) {
+					break
+				}
+				time.Sleep(time.Second)
+			}
+			if strings.Contains(routes, gone) {
+				t.Errorf("node %s still routes %s's pod CIDR %s a minute after the node was deleted:\n%s", n.name, w2.name, gone, routes)
+			}
+		}
+		if out := c.ping(a2, onCP.ip.String()); !strings.Contains(out, "ttl=62") {
+			t.Errorf("after the removal, %s -> %s: want ttl=62 in\n%s", a2.name, onCP.name, out)
+		}
+	})
+}
+
+// newCluster creates the cluster and registers its deletion (after a log
+// export when the test failed) and the removal of its Docker network.
+func newCluster(t *testing.T, kindBin, nodeImage string) *cluster {
+	snapshotter := os.Getenv("KIND_EXPERIMENTAL_CONTAINERD_SNAPSHOTTER")
+	if snapshotter == "" {
+		// native works on any filesystem under the node's /var; the
+		// overlayfs default fails where Docker's storage is itself an
+		// overlay (overlay-on-overlay), and kind would pick fuse-overlayfs,
+		// which the node image does not carry, on a FUSE-backed root.
+		snapshotter = "native"
+	}
+	realDocker, err := exec.LookPath("docker")
+	if err != nil {
+		t.Fatalf("kind e2e needs the docker CLI: %v", err)
+	}
+	drop, err := missingCapabilities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drop != "" {
+		t.Logf("this machine withholds %s: kind's --privileged nodes start through test/kind/shim/docker without it", drop)
+	}
+	c := &cluster{
+		t: t, kind: kindBin, name: clusterName, network: networkName,
+		env: append(os.Environ(),
+			// kind runs "docker" from PATH: the shim first, which hands
+			// everything to the real one and rewrites only --privileged.
+			"PATH="+filepath.Join(testutil.RepoRoot(t), "test", "kind", "shim")+string(os.PathListSeparator)+os.Getenv("PATH"),
+			"VETHROUTE_REAL_DOCKER="+realDocker,
+			"VETHROUTE_KIND_CAP_DROP="+drop,
+			"KIND_EXPERIMENTAL_DOCKER_NETWORK="+networkName,
+			"KIND_EXPERIMENTAL_CONTAINERD_SNAPSHOTTER="+snapshotter),
+	}
+	// A cluster left by a killed earlier run would make create fail.
+	c.run(2*time.Minute, kindBin, "delete", "cluster", "--name", c.name)
+
+	skip := "preflight"
+	if !c.imageHasCoreDNS(nodeImage) {
+		t.Logf("node image %s carries no CoreDNS image: kubeadm skips addon/coredns", nodeImage)
+		skip += ", addon/coredns"
+	}
+	cfg := fmt.Sprintf(`kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  disableDefaultCNI: true
+  kubeProxyMode: nftables
+  podSubnet: %s
+nodes:
+  - role: control-plane
+  - role: worker
+  - role: worker
+kubeadmConfigPatches:
+  - |
+    kind: InitConfiguration
+    skipPhases: [%s]
+`, podSubnet, skip)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "kind.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs := filepath.Join(os.TempDir(), fmt.Sprintf("vethroute-kind-logs-%d", time.Now().Unix()))
+			out, err := c.run(3*time.Minute, kindBin, "export", "logs", logs, "--name", c.name)
+			t.Logf("kind export logs (%v): %s\nnode logs are in %s", err, out, logs)
+		}
+		if out, err := c.run(3*time.Minute, kindBin, "delete", "cluster", "--name", c.name); err != nil {
+			t.Errorf("kind delete cluster: %v\n%s", err, out)
+		}
+		if out, err := c.run(time.Minute, "docker", "network", "rm", c.network); err != nil && !strings.Contains(out, "not found") {
+			t.Errorf("docker network rm %s: %v\n%s", c.network, err, out)
+		}
+	})
+	start := time.Now()
+	if out, err := c.run(12*time.Minute, kindBin, "create", "cluster", "--name", c.name, "--image", nodeImage,
+		"--config", cfgPath, "--retain", "-v", "1"); err != nil {
+		t.Fatalf("kind create cluster: %v\n%s", err, out)
+	}
+	t.Logf("kind create cluster took %s", time.Since(start).Round(time.Second))
+	return c
+}
+
+// run runs a command with the cluster's environment and a bound on its time.
+func (c *cluster) run(timeout time.Duration, name string, args ...string) (string, error) {
+	return c.runIn(nil, timeout, name, args...)
+}
+
+func (c *cluster) runIn(stdin []byte, timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = c.env
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), timeout)
+	}
+	return string(out), err
+}
+
+func (c *cluster) kindCmd(timeout time.Duration, args ...string) string {
+	c.t.Helper()
+	out, err := c.run(timeout, c.kind, args...)
+	if err != nil {
+		c.t.Fatalf("kind %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (c *cluster) docker(timeout time.Duration, args ...string) string {
+	c.t.Helper()
+	out, err := c.run(timeout, "docker", args...)
+	if err != nil {
+		c.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// kubectlErr runs kubectl inside the control-plane node (kind sets its
+// KUBECONFIG there), so the test never sends a packet from this machine to
+// the nodes' private addresses.
+func (c *cluster) kubectlErr(stdin []byte, timeout time.Duration, args ...string) (string, error) {
+	full := append([]string{"exec", "-i", c.name + "-control-plane", "kubectl"}, args...)
+	return c.runIn(stdin, timeout, "docker", full...)
+}
+
+func (c *cluster) kubectl(timeout time.Duration, args ...string) string {
+	c.t.Helper()
+	return c.kubectlIn(nil, timeout, args...)
+}
+
+func (c *cluster) kubectlIn(stdin []byte, timeout time.Duration, args ...string) string {
+	c.t.Helper()
+	out, err := c.kubectlErr(stdin, timeout, args...)
+	if err != nil {
+		c.t.Fatalf("kubectl %s: %v\n%s\n%s", strings.Join(args, " "), err, out, c.describe())
+	}
+	return out
+}
+
+// describe gathers what explains most failures: nodes, pods and the agent's
+// recent log.
+func (c *cluster) describe() string {
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"get", "nodes", "-o", "wide"},
+		{"get", "pods", "-A", "-o", "wide"},
+		{"-n", "kube-system", "logs", "daemonset/vethroute-agent", "--tail=30", "--all-containers"},
+		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+	} {
+		out, _ := c.kubectlErr(nil, 30*time.Second, args...)
+		fmt.Fprintf(&b, "--- kubectl %s\n%s\n", strings.Join(args, " "), lastLines(out, 40))
+	}
+	return b.String()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// imageHasCoreDNS reads the label test/kind/build.sh sets on the node image.
+func (c *cluster) imageHasCoreDNS(image string) bool {
+	out, err := c.run(30*time.Second, "docker", "image", "inspect", "-f", `{{index .Config.Labels "vethroute.kind.coredns"}}`, image)
+	return err == nil && strings.TrimSpace(out) == "yes"
+}
+
+func (c *cluster) hasCoreDNS() bool {
+	_, err := c.kubectlErr(nil, 30*time.Second, "-n", "kube-system", "get", "deployment", "coredns")
+	return err == nil
+}
+
+// node is a cluster node in the order control plane, worker, worker2.
+type node struct {
+	name    string
+	podCIDR *net.IPNet
+}
+
+func (c *cluster) nodes() []node {
+	c.t.Helper()
+	out := c.kubectl(30*time.Second, "get", "nodes", "--sort-by=.metadata.name", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDR}{"\n"}{end}`)
+	var nodes []node
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		name, cidr, _ := strings.Cut(line, " ")
+		n := node{name: name}
+		if _, ipn, err := net.ParseCIDR(cidr); err == nil {
+			n.podCIDR = ipn
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// pod is a running probe pod.
+type pod struct {
+	name, node string
+	ip         net.IP
+}
+
+// runPod starts a probe pod pinned to a node (tolerating the control
+// plane's taint) and waits until it is Ready with an address.
+func (c *cluster) runPod(name, nodeName, image string) pod {
+	c.t.Helper()
+	manifest := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  labels: {app: vethroute-probe}
+spec:
+  nodeName: %s
+  tolerations: [{operator: Exists}]
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: probe
+      image: %s
+      imagePullPolicy: Never
+      command: [/bin/busybox, sleep, "3600"]
+`, name, nodeName, image)
+	c.kubectlIn([]byte(manifest), time.Minute, "apply", "-f", "-")
+	c.kubectl(3*time.Minute, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=170s")
+	ipStr := strings.TrimSpace(c.kubectl(30*time.Second, "get", "pod", name, "-o", "jsonpath={.status.podIP}"))
+	ip := net.ParseIP(ipStr)
+	if ip == nil {
+		c.t.Fatalf("pod %s on %s: no pod IP (%q)", name, nodeName, ipStr)
+	}
+	return pod{name: name, node: nodeName, ip: ip}
+}
+
+// ping pings dst from inside a pod and returns the output; ping's own
+// failure is left to the caller's check of the ttl.
+func (c *cluster) ping(from pod, dst string) string {
+	out, err := c.kubectlErr(nil, time.Minute, "exec", from.name, "--", "/bin/busybox", "ping", "-c", "3", "-W", "3", dst)
+	if err != nil {
+		out += fmt.Sprintf("\n(ping: %v)", err)
+	}
+	return out
+}
+
+// vethCount counts vethroute's host-side veths on a node.
+func (c *cluster) vethCount(nodeName string) int {
+	c.t.Helper()
+	out := c.docker(30*time.Second, "exec", nodeName, "ip", "-o", "link", "show", "group", vethGroup)
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.TrimSpace(l) != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// waitVeths waits up to 30 s for a node's vethroute veth count to reach
+// want (the kubelet tears a sandbox down just after the API says the pod
+// is gone) and returns the last count.
+func (c *cluster) waitVeths(nodeName string, want int) int {
+	c.t.Helper()
+	got := c.vethCount(nodeName)
+	for i := 0; i < 30 && got != want; i++ {
+		time.Sleep(time.Second)
+		got = c.vethCount(nodeName)
+	}
+	return got
+}
+
+// agentRoutes lists the agent's routes in a node's main table.
+func (c *cluster) agentRoutes(nodeName string) string {
+	c.t.Helper()
+	return c.docker(30*time.Second, "exec", nodeName, "ip", "route", "show", "proto", agentRouteProto)
+}
+
+// capNames are the capabilities by number, as docker's --cap-drop names them.
+var capNames = []string{
+	"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+	"SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+	"IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+	"SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+	"LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+	"WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+}
+
+// missingCapabilities names the capabilities this machine withholds from
+// root (absent from our bounding set though the kernel has them). The
+// Docker engine runs under the same limit, so a --privileged container,
+// which asks for all of them, cannot start; the shim drops these instead.
+func missingCapabilities() (string, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "", fmt.Errorf("read capability bounding set: %w", err)
+	}
+	var bnd uint64
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &bnd); err != nil {
+				return "", fmt.Errorf("parse CapBnd %q: %w", v, err)
+			}
+		}
+	}
+	lastRaw, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return "", fmt.Errorf("read cap_last_cap: %w", err)
+	}
+	var last int
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(lastRaw)), "%d", &last); err != nil {
+		return "", fmt.Errorf("parse cap_last_cap %q: %w", lastRaw, err)
+	}
+	var missing []string
+	for i := 0; i <= last && i < len(capNames); i++ {
+		if bnd&(1<<uint(i)) == 0 {
+			missing = append(missing, capNames[i])
+		}
+	}
+	return strings.Join(missing, " "), nil
+}
+
+func TestMain(m *testing.M) { testutil.Main(m) }
