@@ -41,7 +41,11 @@ const (
 	// networkName is a Docker network of the test's own (not kind's shared
 	// "kind"), so the cleanup can remove it without touching anyone else's.
 	networkName = "vethroute-e2e"
-	podSubnet   = "10.244.0.0/16"
+	// The cluster is dual-stack, so every check runs for both families.
+	podSubnet4     = "10.244.0.0/16"
+	podSubnet6     = "fd00:10:244::/56"
+	serviceSubnet4 = "10.96.0.0/16"
+	serviceSubnet6 = "fd00:10:96::/112"
 	// vethGroup is the link group vethroute puts every host-side veth in
 	// (pkg/routing.LinkGroup); counting them is the leak check.
 	vethGroup = "30322"
@@ -83,10 +87,12 @@ func TestKindCluster(t *testing.T) {
 	if len(nodes) != 3 {
 		t.Fatalf("cluster has %d nodes, want 3: %v", len(nodes), nodes)
 	}
-	_, subnet, _ := net.ParseCIDR(podSubnet)
 	for _, n := range nodes {
-		if n.podCIDR == nil || !subnet.Contains(n.podCIDR.IP) {
-			t.Fatalf("node %s has pod CIDR %v, want one inside %s", n.name, n.podCIDR, podSubnet)
+		for _, f := range families {
+			_, subnet, _ := net.ParseCIDR(f.podSubnet)
+			if cidr := n.podCIDRs[f.name]; cidr == nil || !subnet.Contains(cidr.IP) {
+				t.Fatalf("node %s has %s pod CIDR %v, want one inside %s", n.name, f.name, cidr, f.podSubnet)
+			}
 		}
 	}
 	cp, w1, w2 := nodes[0], nodes[1], nodes[2]
@@ -103,39 +109,45 @@ func TestKindCluster(t *testing.T) {
 	a2 := c.runPod("probe-a2", w1.name, probeImage)
 	b := c.runPod("probe-b", w2.name, probeImage)
 	onCP := c.runPod("probe-cp", cp.name, probeImage)
-	pods := map[string]pod{a.name: a, a2.name: a2, b.name: b, onCP.name: onCP}
-	for _, p := range pods {
-		host := map[string]node{w1.name: w1, w2.name: w2, cp.name: cp}[p.node]
-		if !host.podCIDR.Contains(p.ip) {
-			t.Errorf("pod %s on %s has address %s outside the node's pod CIDR %s", p.name, p.node, p.ip, host.podCIDR)
+	byName := map[string]node{w1.name: w1, w2.name: w2, cp.name: cp}
+	for _, p := range []pod{a, a2, b, onCP} {
+		for _, f := range families {
+			cidr := byName[p.node].podCIDRs[f.name]
+			if ip := p.ips[f.name]; ip == nil || !cidr.Contains(ip) {
+				t.Errorf("pod %s on %s has %s address %v, want one inside the node's pod CIDR %s", p.name, p.node, f.name, ip, cidr)
+			}
 		}
 	}
 
 	// Through one router (the shared node) the ttl drops by one, through
 	// two (source node, then destination node) by two: 64 - 2 = 62, the
-	// article's ping across its two routers.
-	for _, tc := range []struct {
-		name     string
-		from, to pod
-		ttl      string
-	}{
-		{"same node", a, a2, "ttl=63"},
-		{"worker to worker", a, b, "ttl=62"},
-		{"worker to control plane", b, onCP, "ttl=62"},
-		{"control plane to worker", onCP, a, "ttl=62"},
-	} {
-		t.Run("ping "+tc.name, func(t *testing.T) {
-			out := c.ping(tc.from, tc.to.ip.String())
-			if !strings.Contains(out, tc.ttl) {
-				t.Fatalf("ping %s (%s) -> %s (%s): want %s in\n%s", tc.from.name, tc.from.node, tc.to.name, tc.to.node, tc.ttl, out)
-			}
-			for _, line := range strings.Split(out, "\n") {
-				if strings.Contains(line, tc.ttl) {
-					t.Logf("%s (%s) -> %s (%s): %s", tc.from.name, tc.from.ip, tc.to.name, tc.to.ip, strings.TrimSpace(line))
-					break
+	// article's ping across its two routers. IPv6's hop limit counts the
+	// same way.
+	for _, f := range families {
+		for _, tc := range []struct {
+			name     string
+			from, to pod
+			ttl      string
+		}{
+			{"same node", a, a2, "ttl=63"},
+			{"worker to worker", a, b, "ttl=62"},
+			{"worker to control plane", b, onCP, "ttl=62"},
+			{"control plane to worker", onCP, a, "ttl=62"},
+		} {
+			t.Run(f.name+" ping "+tc.name, func(t *testing.T) {
+				dst := tc.to.ips[f.name].String()
+				out := c.ping(tc.from, dst)
+				if !strings.Contains(out, tc.ttl) {
+					t.Fatalf("ping %s (%s) -> %s (%s) at %s: want %s in\n%s", tc.from.name, tc.from.node, tc.to.name, tc.to.node, dst, tc.ttl, out)
 				}
-			}
-		})
+				for _, line := range strings.Split(out, "\n") {
+					if strings.Contains(line, tc.ttl) {
+						t.Logf("%s -> %s (%s): %s", tc.from.name, tc.to.name, dst, strings.TrimSpace(line))
+						break
+					}
+				}
+			})
+		}
 	}
 
 	t.Run("pod to API server", func(t *testing.T) {
@@ -154,8 +166,10 @@ func TestKindCluster(t *testing.T) {
 			t.Errorf("node %s: %d vethroute host veths after deleting a pod, want %d (leak or early removal)", w1.name, got, before-1)
 		}
 		again := c.runPod(a.name, w1.name, probeImage)
-		if out := c.ping(again, b.ip.String()); !strings.Contains(out, "ttl=62") {
-			t.Errorf("recreated pod %s (%s) -> %s: want ttl=62 in\n%s", again.name, again.ip, b.ip, out)
+		for _, f := range families {
+			if out := c.ping(again, b.ips[f.name].String()); !strings.Contains(out, "ttl=62") {
+				t.Errorf("recreated pod %s (%v) -> %s: want ttl=62 in\n%s", again.name, again.ips[f.name], b.ips[f.name], out)
+			}
 		}
 		if got := c.waitVeths(w1.name, before); got != before {
 			t.Errorf("node %s: %d vethroute host veths after recreating the pod, want %d", w1.name, got, before)
@@ -163,10 +177,22 @@ func TestKindCluster(t *testing.T) {
 	})
 
 	t.Run("worker removed", func(t *testing.T) {
-		gone := w2.podCIDR.String()
+		var gone []string
+		for _, f := range families {
+			gone = append(gone, w2.podCIDRs[f.name].String())
+		}
+		routesTo := func(routes string) []string {
+			var found []string
+			for _, g := range gone {
+				if strings.Contains(routes, g) {
+					found = append(found, g)
+				}
+			}
+			return found
+		}
 		for _, n := range []node{cp, w1} {
-			if !strings.Contains(c.agentRoutes(n.name), gone) {
-				t.Fatalf("node %s has no proto %s route to %s's pod CIDR %s before the removal:\n%s", n.name, agentRouteProto, w2.name, gone, c.agentRoutes(n.name))
+			if routes := c.agentRoutes(n.name); len(routesTo(routes)) != len(gone) {
+				t.Fatalf("node %s lacks a proto %s route to %s's pod CIDRs %v before the removal:\n%s", n.name, agentRouteProto, w2.name, gone, routes)
 			}
 		}
 		c.kubectl(2*time.Minute, "delete", "pod", b.name, "--wait=true", "--timeout=100s")
@@ -175,19 +201,36 @@ func TestKindCluster(t *testing.T) {
 		for _, n := range []node{cp, w1} {
 			var routes string
 			for i := 0; i < 60; i++ {
-				if routes = c.agentRoutes(n.name); !strings.Contains(routes, gone) {
+				if routes = c.agentRoutes(n.name); len(routesTo(routes)) == 0 {
 					break
 				}
 				time.Sleep(time.Second)
 			}
-			if strings.Contains(routes, gone) {
-				t.Errorf("node %s still routes %s's pod CIDR %s a minute after the node was deleted:\n%s", n.name, w2.name, gone, routes)
+			if left := routesTo(routes); len(left) > 0 {
+				t.Errorf("node %s still routes %s's pod CIDRs %v a minute after the node was deleted:\n%s", n.name, w2.name, left, routes)
 			}
 		}
-		if out := c.ping(a2, onCP.ip.String()); !strings.Contains(out, "ttl=62") {
-			t.Errorf("after the removal, %s -> %s: want ttl=62 in\n%s", a2.name, onCP.name, out)
+		for _, f := range families {
+			if out := c.ping(a2, onCP.ips[f.name].String()); !strings.Contains(out, "ttl=62") {
+				t.Errorf("after the removal, %s -> %s (%s): want ttl=62 in\n%s", a2.name, onCP.name, f.name, out)
+			}
 		}
 	})
+}
+
+// family is one IP family of the dual-stack cluster.
+type family struct {
+	name      string // "IPv4" or "IPv6"
+	podSubnet string
+}
+
+var families = []family{{"IPv4", podSubnet4}, {"IPv6", podSubnet6}}
+
+func familyOf(ip net.IP) string {
+	if ip.To4() != nil {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // newCluster creates the cluster and registers its deletion (after a log
@@ -234,9 +277,11 @@ func newCluster(t *testing.T, kindBin, nodeImage string) *cluster {
 	cfg := fmt.Sprintf(`kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
+  ipFamily: dual
   disableDefaultCNI: true
   kubeProxyMode: nftables
-  podSubnet: %s
+  podSubnet: %s,%s
+  serviceSubnet: %s,%s
 nodes:
   - role: control-plane
   - role: worker
@@ -245,7 +290,7 @@ kubeadmConfigPatches:
   - |
     kind: InitConfiguration
     skipPhases: [%s]
-`, podSubnet, skip)
+`, podSubnet4, podSubnet6, serviceSubnet4, serviceSubnet6, skip)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "kind.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -369,22 +414,29 @@ func (c *cluster) hasCoreDNS() bool {
 	return err == nil
 }
 
-// node is a cluster node in the order control plane, worker, worker2.
+// node is a cluster node; nodes() returns them sorted by name: control
+// plane, worker, worker2.
 type node struct {
-	name    string
-	podCIDR *net.IPNet
+	name string
+	// podCIDRs holds the node's spec.podCIDRs by family.
+	podCIDRs map[string]*net.IPNet
 }
 
 func (c *cluster) nodes() []node {
 	c.t.Helper()
 	out := c.kubectl(30*time.Second, "get", "nodes", "--sort-by=.metadata.name", "-o",
-		`jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDR}{"\n"}{end}`)
+		`jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDRs[*]}{"\n"}{end}`)
 	var nodes []node
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		name, cidr, _ := strings.Cut(line, " ")
-		n := node{name: name}
-		if _, ipn, err := net.ParseCIDR(cidr); err == nil {
-			n.podCIDR = ipn
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		n := node{name: fields[0], podCIDRs: map[string]*net.IPNet{}}
+		for _, cidr := range fields[1:] {
+			if _, ipn, err := net.ParseCIDR(cidr); err == nil {
+				n.podCIDRs[familyOf(ipn.IP)] = ipn
+			}
 		}
 		nodes = append(nodes, n)
 	}
@@ -394,7 +446,8 @@ func (c *cluster) nodes() []node {
 // pod is a running probe pod.
 type pod struct {
 	name, node string
-	ip         net.IP
+	// ips holds the pod's status.podIPs by family.
+	ips map[string]net.IP
 }
 
 // runPod starts a probe pod pinned to a node (tolerating the control
@@ -418,12 +471,17 @@ spec:
 `, name, nodeName, image)
 	c.kubectlIn([]byte(manifest), time.Minute, "apply", "-f", "-")
 	c.kubectl(3*time.Minute, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=170s")
-	ipStr := strings.TrimSpace(c.kubectl(30*time.Second, "get", "pod", name, "-o", "jsonpath={.status.podIP}"))
-	ip := net.ParseIP(ipStr)
-	if ip == nil {
-		c.t.Fatalf("pod %s on %s: no pod IP (%q)", name, nodeName, ipStr)
+	out := c.kubectl(30*time.Second, "get", "pod", name, "-o", "jsonpath={.status.podIPs[*].ip}")
+	p := pod{name: name, node: nodeName, ips: map[string]net.IP{}}
+	for _, s := range strings.Fields(out) {
+		if ip := net.ParseIP(s); ip != nil {
+			p.ips[familyOf(ip)] = ip
+		}
 	}
-	return pod{name: name, node: nodeName, ip: ip}
+	if len(p.ips) != len(families) {
+		c.t.Fatalf("pod %s on %s: pod IPs %q, want one per family", name, nodeName, out)
+	}
+	return p
 }
 
 // ping pings dst from inside a pod and returns the output; ping's own
@@ -462,10 +520,12 @@ func (c *cluster) waitVeths(nodeName string, want int) int {
 	return got
 }
 
-// agentRoutes lists the agent's routes in a node's main table.
+// agentRoutes lists the agent's routes of both families in a node's main
+// table.
 func (c *cluster) agentRoutes(nodeName string) string {
 	c.t.Helper()
-	return c.docker(30*time.Second, "exec", nodeName, "ip", "route", "show", "proto", agentRouteProto)
+	return c.docker(30*time.Second, "exec", nodeName, "sh", "-c",
+		"ip -4 route show proto "+agentRouteProto+"; ip -6 route show proto "+agentRouteProto)
 }
 
 // capNames are the capabilities by number, as docker's --cap-drop names them.
