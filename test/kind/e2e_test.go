@@ -563,13 +563,19 @@ func missingCapabilities() (string, error) {
 	if _, err := fmt.Sscanf(strings.TrimSpace(string(lastRaw)), "%d", &last); err != nil {
 		return "", fmt.Errorf("parse cap_last_cap %q: %w", lastRaw, err)
 	}
+	return capsMissing(bnd, last), nil
+}
+
+// capsMissing names the capabilities 0..last that the bounding set bnd
+// lacks, space-separated, as the shim's VETHROUTE_KIND_CAP_DROP takes them.
+func capsMissing(bnd uint64, last int) string {
 	var missing []string
 	for i := 0; i <= last && i < len(capNames); i++ {
 		if bnd&(1<<uint(i)) == 0 {
 			missing = append(missing, capNames[i])
 		}
 	}
-	return strings.Join(missing, " "), nil
+	return strings.Join(missing, " ")
 }
 
 func TestMain(m *testing.M) { testutil.Main(m) }
