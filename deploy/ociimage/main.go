@@ -1,7 +1,8 @@
 // Command ociimage packs files into a single-layer container image without a
 // registry, a daemon or a base image, written as one tar that is both an OCI
 // image layout (index.json, for `ctr images import`, skopeo, podman) and a
-// `docker save` archive (manifest.json, for `docker load`).
+// `docker save` archive (manifest.json, for `docker load`). It is a thin
+// command line over internal/ociimage, which the tests use directly.
 //
 //	ociimage -o vethroute.tar -name vethroute:dev -entrypoint /vethroute-agent \
 //	    -file bin/vethroute-agent=/vethroute-agent \
@@ -20,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vethroute/vethroute/internal/ociimage"
 )
 
 type fileList []string
@@ -42,7 +45,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	spec := Spec{Name: *name, Arch: *arch, Created: created(), Labels: map[string]string{}}
+	spec := ociimage.Spec{Name: *name, Arch: *arch, Created: created(), Labels: map[string]string{}}
 	if *entrypoint != "" {
 		spec.Entrypoint = []string{*entrypoint}
 	}
@@ -78,32 +81,32 @@ func created() time.Time {
 	return time.Unix(0, 0).UTC()
 }
 
-func parseFile(s string) (File, error) {
+func parseFile(s string) (ociimage.File, error) {
 	src, dst, ok := strings.Cut(s, "=")
 	if !ok || src == "" || dst == "" {
-		return File{}, fmt.Errorf("-file %q is not SRC=DST[:MODE]", s)
+		return ociimage.File{}, fmt.Errorf("-file %q is not SRC=DST[:MODE]", s)
 	}
 	mode := int64(0o755)
 	if d, m, ok := strings.Cut(dst, ":"); ok {
 		n, err := strconv.ParseInt(m, 8, 32)
 		if err != nil {
-			return File{}, fmt.Errorf("-file %q: mode %q is not octal", s, m)
+			return ociimage.File{}, fmt.Errorf("-file %q: mode %q is not octal", s, m)
 		}
 		dst, mode = d, n
 	}
 	if !strings.HasPrefix(dst, "/") {
-		return File{}, fmt.Errorf("-file %q: destination must be absolute", s)
+		return ociimage.File{}, fmt.Errorf("-file %q: destination must be absolute", s)
 	}
-	return File{Src: src, Dst: dst, Mode: mode}, nil
+	return ociimage.File{Src: src, Dst: dst, Mode: mode}, nil
 }
 
-func writeFile(path string, spec Spec) error {
+func writeFile(path string, spec ociimage.Spec) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
-	if err := Build(f, spec); err != nil {
+	if err := ociimage.Build(f, spec); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return err

@@ -85,7 +85,7 @@ basefiles="$kindmod/images/base/files"
 # ---- the probe image for the test pods ------------------------------------
 # busybox (ping prints the ttl the e2e checks) and a small Go program that
 # asks the API server for /version through the service VIP.
-probe_key="$(cat /bin/busybox "$here"/probe/*.go "$repo"/deploy/ociimage/*.go | sha256sum | cut -c1-12)"
+probe_key="$(cat /bin/busybox "$here"/probe/*.go "$repo"/deploy/ociimage/*.go "$repo"/internal/ociimage/*.go | sha256sum | cut -c1-12)"
 probe="$cache/probe-$probe_key.tar"
 if [[ ! -s "$probe" ]]; then
 	log "building the probe image"
@@ -104,7 +104,7 @@ fi
 node_inputs=(
 	test/kind/build.sh test/kind/versions.env
 	test/k8s/build.sh test/k8s/versions.env
-	test/e2e/containerd/pause/main.go deploy/ociimage/*.go
+	test/e2e/containerd/pause/main.go deploy/ociimage/*.go internal/ociimage/*.go
 )
 # Relative paths, so every clone of the same commit gets the same key.
 node_key="$(cd "$repo" && sha256sum "${node_inputs[@]}" $(find test/kind/node -type f | sort) | sha256sum | cut -c1-12)"

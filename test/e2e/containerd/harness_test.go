@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vethroute/vethroute/internal/ociimage"
 	"github.com/vethroute/vethroute/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -273,8 +274,8 @@ func (c *cluster) buildPauseImage(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	img := testutil.OCIImage{Ref: pauseRef, Entrypoint: []string{"/pause"}, Files: []testutil.OCIFile{{Path: "pause", Mode: 0o755, Data: bin}}}
-	if err := testutil.WriteOCIArchive(f, img); err != nil {
+	img := ociimage.Spec{Name: pauseRef, Entrypoint: []string{"/pause"}, Files: []ociimage.File{{Dst: "/pause", Mode: 0o755, Data: bin}}}
+	if err := ociimage.Build(f, img); err != nil {
 		t.Fatalf("write pause image: %v", err)
 	}
 	if err := f.Close(); err != nil {

@@ -1,4 +1,13 @@
-package main
+// Package ociimage packs files into a single-layer container image without a
+// registry, a daemon or a base image. The archive is one tar that is both an
+// OCI image layout (index.json, for `ctr images import`, skopeo, podman) and
+// a `docker save` archive (manifest.json, for `docker load`), so one file
+// serves every runtime the deploy scripts and the tests load images into.
+//
+// The output is reproducible: entries are sorted, owned by root and dated
+// Spec.Created, so the same inputs give the same image digest and a build
+// cache keyed on the inputs stays valid.
+package ociimage
 
 import (
 	"archive/tar"
@@ -6,16 +15,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 )
 
-// Media types of the OCI image spec.
+// Media types of the OCI image spec. The layer is stored uncompressed: the
+// images are loaded from a local file, so compression would only cost time,
+// and an uncompressed layer's digest is also its diff ID.
 const (
 	mediaIndex    = "application/vnd.oci.image.index.v1+json"
 	mediaManifest = "application/vnd.oci.image.manifest.v1+json"
@@ -23,18 +36,34 @@ const (
 	mediaLayer    = "application/vnd.oci.image.layer.v1.tar"
 )
 
-// File is one file of the image: read from Src, stored at Dst with Mode.
+// File is one regular file of the image's layer. Its content comes from
+// exactly one place: Src, a path on the build machine read when Build runs
+// (so large binaries need not be held in memory by the caller), or Data,
+// bytes the caller already has (a binary a test just built, a generated
+// config). With Src empty the content is Data, which may be empty.
 type File struct {
-	Src, Dst string
-	Mode     int64
+	Src  string
+	Data []byte
+	// Dst is the absolute, clean path inside the image; the directories
+	// above it are added to the layer, since extractors do not create them.
+	Dst string
+	// Mode holds the permission bits; the file is owned by root whatever
+	// the source's owner, so the image does not depend on who built it.
+	Mode int64
 }
 
 // Spec describes the image to build.
 type Spec struct {
-	// Name is name:tag; a name without a registry is Docker Hub's
-	// (docker.io/library/...), as docker and containerd read it.
-	Name       string
-	Arch       string
+	// Name is name[:tag], the tag defaulting to latest. A name without a
+	// registry is Docker Hub's (docker.io/library/...), as docker and
+	// containerd read it, so both load the image under the same name.
+	Name string
+	// Arch is the GOARCH the image runs on; empty means runtime.GOARCH.
+	// The OS is always linux.
+	Arch string
+	// Created dates the image and every tar entry. A zero Created means
+	// the Unix epoch, so callers that do not care still get
+	// reproducible output.
 	Created    time.Time
 	Entrypoint []string
 	Labels     map[string]string
@@ -46,6 +75,12 @@ type descriptor struct {
 	Digest      string            `json:"digest"`
 	Size        int64             `json:"size"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	Platform    *platform         `json:"platform,omitempty"`
+}
+
+type platform struct {
+	Architecture string `json:"architecture"`
+	OS           string `json:"os"`
 }
 
 type blob struct {
@@ -64,18 +99,26 @@ func (b blob) descriptor(mediaType string) descriptor {
 	return descriptor{MediaType: mediaType, Digest: b.digest, Size: int64(len(b.data))}
 }
 
-// Build writes the image archive to w.
+// Build writes the image archive to w. The layer is assembled in memory
+// first, so a bad spec or an unreadable Src fails before anything reaches
+// w; only a failing w leaves a partial archive behind.
 func Build(w io.Writer, spec Spec) error {
 	repo, tag, err := splitName(spec.Name)
 	if err != nil {
 		return err
 	}
+	if spec.Arch == "" {
+		spec.Arch = runtime.GOARCH
+	}
+	if spec.Created.IsZero() {
+		spec.Created = time.Unix(0, 0)
+	}
+	spec.Created = spec.Created.UTC()
 	layerData, err := layer(spec)
 	if err != nil {
-		return err
+		return fmt.Errorf("image %s: %w", spec.Name, err)
 	}
 	lay := newBlob(layerData)
-	// The layer is stored uncompressed, so its digest is also its diff ID.
 	cfgData, err := json.Marshal(map[string]any{
 		"created":      spec.Created.Format(time.RFC3339),
 		"architecture": spec.Arch,
@@ -103,10 +146,15 @@ func Build(w io.Writer, spec Spec) error {
 	}
 	man := newBlob(manData)
 	md := man.descriptor(mediaManifest)
+	// containerd's importer names the image after io.containerd.image.name,
+	// so `ctr images import` needs no --base-name.
 	md.Annotations = map[string]string{
 		"io.containerd.image.name":          fullName(repo) + ":" + tag,
 		"org.opencontainers.image.ref.name": tag,
 	}
+	// Importers that filter by platform (ctr without --all-platforms) skip
+	// a manifest that does not say what it runs on.
+	md.Platform = &platform{Architecture: spec.Arch, OS: "linux"}
 	index, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": mediaIndex, "manifests": []descriptor{md}})
 	if err != nil {
 		return err
@@ -133,7 +181,7 @@ func Build(w io.Writer, spec Spec) error {
 		{man.path(), man.data},
 	}
 	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: spec.Created, Format: tar.FormatPAX}); err != nil {
+		if err := writeDir(tw, dir, spec.Created); err != nil {
 			return err
 		}
 	}
@@ -148,11 +196,20 @@ func Build(w io.Writer, spec Spec) error {
 // layer builds the single layer: parent directories, then the files,
 // sorted, owned by root, dated spec.Created.
 func layer(spec Spec) ([]byte, error) {
+	if len(spec.Files) == 0 {
+		return nil, errors.New("no files")
+	}
 	files := slices.Clone(spec.Files)
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Dst, b.Dst) })
 	dirs := map[string]bool{}
 	var dirList []string
 	for i, f := range files {
+		if !path.IsAbs(f.Dst) || path.Clean(f.Dst) != f.Dst || f.Dst == "/" {
+			return nil, fmt.Errorf("file destination %q must be an absolute, clean path", f.Dst)
+		}
+		if f.Src != "" && f.Data != nil {
+			return nil, fmt.Errorf("file %s has both Src and Data", f.Dst)
+		}
 		if i > 0 && files[i-1].Dst == f.Dst {
 			return nil, fmt.Errorf("two files at %s", f.Dst)
 		}
@@ -163,18 +220,29 @@ func layer(spec Spec) ([]byte, error) {
 			}
 		}
 	}
+	// Every directory goes before every file, parents before children
+	// (sorted, a prefix comes first), so extractors that do not create
+	// missing parents still place each file.
 	slices.Sort(dirList)
+	for _, f := range files {
+		if dirs[f.Dst] {
+			return nil, fmt.Errorf("%s is both a file and a directory", f.Dst)
+		}
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, d := range dirList {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(d, "/") + "/", Mode: 0o755, ModTime: spec.Created, Format: tar.FormatPAX}); err != nil {
+		if err := writeDir(tw, strings.TrimPrefix(d, "/")+"/", spec.Created); err != nil {
 			return nil, err
 		}
 	}
 	for _, f := range files {
-		data, err := os.ReadFile(f.Src)
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", f.Src, err)
+		data := f.Data
+		if f.Src != "" {
+			var err error
+			if data, err = os.ReadFile(f.Src); err != nil {
+				return nil, fmt.Errorf("read %s: %w", f.Src, err)
+			}
 		}
 		if err := writeEntry(tw, strings.TrimPrefix(f.Dst, "/"), data, f.Mode, spec.Created); err != nil {
 			return nil, err
@@ -184,6 +252,14 @@ func layer(spec Spec) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+func writeDir(tw *tar.Writer, name string, mtime time.Time) error {
+	h := &tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX}
+	if err := tw.WriteHeader(h); err != nil {
+		return fmt.Errorf("tar %s: %w", name, err)
+	}
+	return nil
 }
 
 func writeEntry(tw *tar.Writer, name string, data []byte, mode int64, mtime time.Time) error {
