@@ -57,6 +57,7 @@ e2e: e2e-containerd
 ## e2e-kind: a three-node kind cluster with vethroute as its only CNI, every image built here (root, Docker; see docs/kind.md)
 e2e-kind: deps build
 	@set -e; vars=$$(bash test/kind/build.sh); eval "$$vars"; \
+	docker image rm vethroute:kind-e2e >/dev/null 2>&1 || true; \
 	VERSION=$(VERSION) bash deploy/build-image.sh -n vethroute:kind-e2e -o $(CURDIR)/dist/vethroute-kind-e2e.tar >/dev/null; \
 	KIND_BIN="$$KIND_BIN" KIND_NODE_IMAGE="$$KIND_NODE_IMAGE" KIND_PROBE_ARCHIVE="$$KIND_PROBE_ARCHIVE" \
 	VETHROUTE_IMAGE=vethroute:kind-e2e $(TESTENV) $(GO) test -count=1 -v -timeout 40m ./test/kind/
