@@ -159,6 +159,28 @@ func TestKindCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("pod to CoreDNS through the kube-dns service", func(t *testing.T) {
+		if !c.hasCoreDNS() {
+			t.Skip("no CoreDNS in this cluster (the node image carries none)")
+		}
+		// The kube-dns VIP is DNATed to CoreDNS pods, which vethroute
+		// addressed on some node: UDP through the service to pods, from
+		// every node. busybox's nslookup uses the pod's resolv.conf server.
+		for _, p := range []pod{a, b, onCP} {
+			var out string
+			for i := 0; i < 5; i++ {
+				out, _ = c.kubectlErr(nil, time.Minute, "exec", p.name, "--", "/bin/busybox", "nslookup", "kubernetes.default.svc.cluster.local")
+				if answers(out, kubernetesVIP) {
+					break
+				}
+				time.Sleep(2 * time.Second)
+			}
+			if !answers(out, kubernetesVIP) {
+				t.Errorf("pod %s on %s: nslookup kubernetes.default.svc.cluster.local did not answer %s:\n%s", p.name, p.node, kubernetesVIP, out)
+			}
+		}
+	})
+
 	t.Run("pod deleted and recreated", func(t *testing.T) {
 		before := c.vethCount(w1.name)
 		c.kubectl(2*time.Minute, "delete", "pod", a.name, "--wait=true", "--timeout=100s")
@@ -216,6 +238,23 @@ func TestKindCluster(t *testing.T) {
 			}
 		}
 	})
+}
+
+// kubernetesVIP is the kubernetes service's address: the first of
+// serviceSubnet4.
+const kubernetesVIP = "10.96.0.1"
+
+// answers reports whether busybox nslookup output carries ip as an answer
+// ("Address: 10.96.0.1"), not merely as part of the server's own address
+// ("Address: 10.96.0.10:53").
+func answers(nslookup, ip string) bool {
+	for _, line := range strings.Split(nslookup, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "Address:" && f[1] == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // family is one IP family of the dual-stack cluster.

@@ -1,5 +1,8 @@
 package kind_test
 
+// The tests in this file check the e2e's own machinery (the docker shim and
+// the parsing helpers) and need neither root nor Docker nor a cluster.
+
 import (
 	"os"
 	"os/exec"
@@ -99,6 +102,26 @@ func TestCapsMissing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := capsMissing(tc.bnd, tc.last); got != tc.want {
 				t.Errorf("capsMissing(%#x, %d) = %q, want %q", tc.bnd, tc.last, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	const ok = "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\nName:\tkubernetes.default.svc.cluster.local\nAddress: 10.96.0.1\n"
+	const failed = "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\n** server can't find kubernetes.default.svc.cluster.local: NXDOMAIN\n"
+	tests := []struct {
+		name, out string
+		want      bool
+	}{
+		{"answered", ok, true},
+		{"only the server's address", failed, false},
+		{"timed out", ";; connection timed out; no servers could be reached\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := answers(tc.out, kubernetesVIP); got != tc.want {
+				t.Errorf("answers(%q) = %v, want %v", tc.out, got, tc.want)
 			}
 		})
 	}
