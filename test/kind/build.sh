@@ -95,7 +95,8 @@ if [[ ! -s "$probe" ]]; then
 		-file "$(readlink -f /bin/busybox)=/bin/busybox" -file "$tmp/probe=/probe")
 	mv -f "$tmp/probe.tar" "$probe"
 	rm -rf "$tmp"
-	rm -f $(ls "$cache"/probe-*.tar | grep -v "$probe") 2>/dev/null || true
+	# Older probe images of this cache are dead weight.
+	find "$cache" -maxdepth 1 -name 'probe-*.tar' ! -name "${probe##*/}" -delete
 fi
 
 # ---- is the node image already there? -------------------------------------
