@@ -11,7 +11,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?= 15s
 
-.PHONY: all build deps test unit fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind
+.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind
 
 all: build
 
@@ -37,6 +37,11 @@ lint:
 unit:
 	$(GO) test -count=1 ./pkg/... ./plugins/...
 
+## race: the unit tests and the agent's integration test under the race detector (the agent's informer, workqueue and health server share state)
+race:
+	$(GO) test -race -count=1 ./pkg/... ./plugins/... ./internal/... ./deploy/...
+	$(TESTENV) $(GO) test -race -count=1 ./test/agent/
+
 ## k8s-bins: kube-apiserver, etcd and kubectl for the agent's tests (cached outside the repo)
 k8s-bins:
 	bash test/k8s/build.sh
@@ -45,6 +50,7 @@ k8s-bins:
 test: deps build k8s-bins lint
 	bash test/e2e/containerd/setup.sh >/dev/null
 	$(TESTENV) $(GO) test -count=1 -p 1 -timeout 60m ./...
+	$(MAKE) race
 	$(MAKE) fuzz
 
 ## e2e-containerd: vethroute under a private containerd (CRI, crictl) and chained with the reference meta plugins (root)
