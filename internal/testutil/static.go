@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -27,4 +28,17 @@ func StaticBinaries(t testing.TB, pkgs ...string) string {
 		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
 	}
 	return dir
+}
+
+// AgentBinary returns the vethroute-agent binary: $VETHROUTE_BIN_DIR's when
+// it has one (make test builds bin/ first), else a fresh static build.
+func AgentBinary(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("VETHROUTE_BIN_DIR"); d != "" {
+		p := filepath.Join(d, "vethroute-agent")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return filepath.Join(StaticBinaries(t, "./cmd/vethroute-agent"), "vethroute-agent")
 }

@@ -278,6 +278,14 @@ func routeString(r *netlink.Route) string {
 // that vethroute did not create for this very attachment. The container's
 // namespace is not needed, so DEL works after the namespace is gone.
 func Teardown(network, containerID, ifName string) error {
+	return TeardownVia(network, containerID, ifName, nil)
+}
+
+// TeardownVia is Teardown with the deletion handed to unlink when it is not
+// nil: unlink must return nil only once the node no longer lists the link
+// (the reaper package's Delete does). When unlink fails, TeardownVia deletes
+// the link itself, so a missing or refusing helper costs time, never a leak.
+func TeardownVia(network, containerID, ifName string, unlink func(link netlink.Link, alias string) error) error {
 	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in node netns: %w", err)
@@ -291,8 +299,12 @@ func Teardown(network, containerID, ifName string) error {
 		}
 		return fmt.Errorf("look up %s: %w", name, err)
 	}
-	if want := Alias(network, containerID, ifName); !ownedBy(link, want) {
+	want := Alias(network, containerID, ifName)
+	if !ownedBy(link, want) {
 		return fmt.Errorf("interface %s (group %d, alias %q) is not %q: %w; left in place", name, link.Attrs().Group, link.Attrs().Alias, want, ErrForeign)
+	}
+	if unlink != nil && unlink(link, want) == nil {
+		return nil
 	}
 	if err := host.LinkDel(link); err != nil && !isNotFound(err) {
 		return fmt.Errorf("delete %s: %w", name, err)

@@ -79,6 +79,17 @@ func ownedBy(link netlink.Link, alias string) bool {
 	return at.Group == LinkGroup && (at.Alias == alias || at.Alias == "")
 }
 
+// OwnsLink reports whether link is the host veth vethroute created for the
+// attachment that alias (made by Alias) names. A process deleting links on
+// the plugin's behalf checks it, so a request can never remove an interface
+// vethroute did not create for that attachment.
+func OwnsLink(link netlink.Link, alias string) bool {
+	if _, _, _, ok := parseAlias(alias); !ok {
+		return false
+	}
+	return ownedBy(link, alias)
+}
+
 // parseAlias returns the owner an alias names, or ok=false when the alias is
 // not one of vethroute's.
 func parseAlias(alias string) (network, containerID, ifName string, ok bool) {

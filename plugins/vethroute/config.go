@@ -40,6 +40,9 @@ type NetConf struct {
 	HostRoutes    []*types.Route `json:"hostRoutes,omitempty"`
 	LogFile       string         `json:"logFile,omitempty"`
 	LogLevel      string         `json:"logLevel,omitempty"`
+	// ReaperSocket is the node agent's reaper (package reaper): DEL hands
+	// it the host veth and returns once the node no longer lists it.
+	ReaperSocket string `json:"reaperSocket,omitempty"`
 	// LegacyAttachments is the GC key of CNI 1.1.0 drafts, still sent by
 	// some runtimes; ValidAttachments (in PluginConf) is the final one.
 	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
@@ -94,6 +97,9 @@ func loadConf(stdin []byte, envArgs string) (*NetConf, error) {
 	}
 	if conf.LogFile != "" && !filepath.IsAbs(conf.LogFile) {
 		return nil, configError("logFile", "%q is not an absolute path", conf.LogFile)
+	}
+	if conf.ReaperSocket != "" && !filepath.IsAbs(conf.ReaperSocket) {
+		return nil, configError("reaperSocket", "%q is not an absolute path", conf.ReaperSocket)
 	}
 	if conf.IPAM.Type == "" {
 		return nil, configError("ipam.type", "missing; use \"vethroute\" for the built-in allocator or the name of an IPAM plugin")

@@ -47,6 +47,7 @@ func TestLoadConfRejects(t *testing.T) {
 		{"hostRoutes host bits", conf(`"hostRoutes": [{"dst": "10.0.0.7/24", "gw": "172.16.0.2"}], ` + goodIPAM), types.ErrInvalidNetworkConfig, "host bits"},
 		{"bad log level", conf(`"logLevel": "loud", ` + goodIPAM), types.ErrInvalidNetworkConfig, "logLevel"},
 		{"relative log file", conf(`"logFile": "x.log", ` + goodIPAM), types.ErrInvalidNetworkConfig, "logFile"},
+		{"relative reaper socket", conf(`"reaperSocket": "run/reaper.sock", ` + goodIPAM), types.ErrInvalidNetworkConfig, "reaperSocket"},
 		{"bad masq backend", conf(`"ipMasqBackend": "ipchains", ` + goodIPAM), types.ErrInvalidNetworkConfig, "ipMasqBackend"},
 		{"requested ip garbage", conf(goodIPAM + `, "runtimeConfig": {"ips": ["not-an-ip"]}`), types.ErrDecodingFailure, ""},
 	}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -18,7 +19,9 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/vethroute/vethroute/pkg/ipam"
+	"github.com/vethroute/vethroute/pkg/reaper"
 	"github.com/vethroute/vethroute/pkg/routing"
+	"github.com/vishvananda/netlink"
 )
 
 // buildVersion is set at link time (-X main.buildVersion=...).
@@ -113,7 +116,7 @@ func cmdDel(args *skel.CmdArgs) (err error) {
 	// The node end goes first: once it is gone nothing can use the
 	// addresses, so releasing them afterwards can never hand out an address
 	// that still carries traffic.
-	if err := routing.Teardown(conf.Name, args.ContainerID, args.IfName); err != nil {
+	if err := routing.TeardownVia(conf.Name, args.ContainerID, args.IfName, unlinker(conf, log)); err != nil {
 		if !errors.Is(err, routing.ErrForeign) {
 			return cniError(err)
 		}
@@ -131,6 +134,30 @@ func cmdDel(args *skel.CmdArgs) (err error) {
 	}
 	log.Info("detached")
 	return nil
+}
+
+// reaperTimeout bounds the wait for the agent's reaper. It answers within
+// milliseconds; past this the plugin deletes the link itself.
+const reaperTimeout = 2 * time.Second
+
+// unlinker returns how DEL deletes the host veth: through the node agent's
+// reaper when the configuration names one, so that DEL does not wait for the
+// kernel to release the device (package reaper says why), and nil (delete
+// in-process) otherwise.
+func unlinker(conf *NetConf, log *slog.Logger) func(netlink.Link, string) error {
+	if conf.ReaperSocket == "" {
+		return nil
+	}
+	return func(link netlink.Link, alias string) error {
+		ino, err := reaper.NetNSInode("/proc/self/ns/net")
+		if err == nil {
+			err = reaper.Delete(conf.ReaperSocket, reaper.Request{NetNS: ino, Name: link.Attrs().Name, Index: link.Attrs().Index, Alias: alias}, reaperTimeout)
+		}
+		if err != nil {
+			log.Warn("deleting the host veth in-process instead", "err", err)
+		}
+		return err
+	}
 }
 
 func cmdCheck(args *skel.CmdArgs) (err error) {

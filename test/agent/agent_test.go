@@ -59,7 +59,7 @@ type router struct {
 func TestAgentTwoRouters(t *testing.T) {
 	testutil.RequireRoot(t)
 	ctx := context.Background()
-	agentBin := agentBinary(t)
+	agentBin := testutil.AgentBinary(t)
 
 	// Every namespace is made before the API server starts: making one
 	// ends an OS thread (testutils.NewNS), and kubeapi's processes carry
@@ -239,23 +239,6 @@ func TestAgentTwoRouters(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { testutil.Main(m) }
-
-// agentBinary returns the agent binary: $VETHROUTE_BIN_DIR's when it has
-// one (make test builds bin/ first), else a fresh static build.
-func agentBinary(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("VETHROUTE_BIN_DIR"); d != "" {
-		if p := filepath.Join(d, "vethroute-agent"); fileExists(p) {
-			return p
-		}
-	}
-	return filepath.Join(testutil.StaticBinaries(t, "./cmd/vethroute-agent"), "vethroute-agent")
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
 
 // agentKubeconfig creates the ServiceAccount and RBAC of deploy/ for real
 // and returns a kubeconfig holding a token of that ServiceAccount.

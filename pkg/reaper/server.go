@@ -1,0 +1,237 @@
+package reaper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/vethroute/vethroute/pkg/routing"
+)
+
+const (
+	// DefaultMaxInFlight bounds the deletions waiting in the kernel at once.
+	// Each holds an OS thread for the length of an RCU grace period; past
+	// the bound the plugin deletes the link itself, which is never wrong.
+	DefaultMaxInFlight = 64
+	// connTimeout bounds one connection, from the request to the answer.
+	connTimeout = 10 * time.Second
+	// unlistTimeout is how long the server waits for the link to leave the
+	// namespace before it gives up on the answer (the deletion goes on).
+	unlistTimeout = 5 * time.Second
+)
+
+// Stats counts what a Server did, for the agent's metrics.
+type Stats struct {
+	// Deleted counts links the server removed from the namespace.
+	Deleted atomic.Uint64
+	// Refused counts requests it turned down: bad, foreign, wrong
+	// namespace, or busy.
+	Refused atomic.Uint64
+	// Failed counts deletions the kernel rejected or that timed out.
+	Failed atomic.Uint64
+}
+
+// Server deletes vethroute host veths on request, in one network namespace.
+type Server struct {
+	ns    netns.NsHandle
+	nsIno uint64
+	slots chan struct{}
+	log   *slog.Logger
+	wg    sync.WaitGroup
+	// Stats is updated as requests are served.
+	Stats Stats
+}
+
+// NewServer returns a server for the network namespace ns, which stays
+// owned by the caller and must outlive the server. maxInFlight <= 0 means
+// DefaultMaxInFlight.
+func NewServer(ns netns.NsHandle, maxInFlight int, log *slog.Logger) (*Server, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ns), &st); err != nil {
+		return nil, fmt.Errorf("stat network namespace handle: %w", err)
+	}
+	if maxInFlight <= 0 {
+		maxInFlight = DefaultMaxInFlight
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{ns: ns, nsIno: st.Ino, slots: make(chan struct{}, maxInFlight), log: log}, nil
+}
+
+// Serve answers connections on ln until ctx ends, then closes ln and waits
+// for the deletions still in the kernel.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer s.wg.Wait()
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept on reaper socket: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(conn)
+		}()
+	}
+}
+
+// handle serves one connection: one request, one answer.
+func (s *Server) handle(conn *net.UnixConn) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(connTimeout))
+	var req Request
+	err := checkPeer(conn)
+	if err == nil {
+		if derr := json.NewDecoder(io.LimitReader(conn, maxMessage)).Decode(&req); derr != nil {
+			err = fmt.Errorf("decode request: %w", derr)
+		}
+	}
+	if err == nil {
+		err = s.delete(req)
+	}
+	var a answer
+	switch {
+	case err == nil:
+		s.Stats.Deleted.Add(1)
+		s.log.Debug("deleted", "link", req.Name, "index", req.Index, "alias", req.Alias)
+	case errors.Is(err, ErrBusy):
+		s.Stats.Refused.Add(1)
+		a.Busy = true
+	case errors.Is(err, errRefused):
+		s.Stats.Refused.Add(1)
+		a.Error = err.Error()
+		s.log.Warn("refused a delete request", "link", req.Name, "err", err)
+	default:
+		s.Stats.Failed.Add(1)
+		a.Error = err.Error()
+		s.log.Warn("delete failed", "link", req.Name, "err", err)
+	}
+	_ = json.NewEncoder(conn).Encode(a)
+}
+
+// errRefused marks requests turned down before anything was deleted.
+var errRefused = errors.New("refused")
+
+// checkPeer admits only root (or the server's own user): a request deletes
+// an interface of the node. The socket's mode says the same; this holds
+// even if the file's mode is changed.
+func checkPeer(conn *net.UnixConn) error {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("peer credentials: %w", cerr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != unix.Geteuid() {
+		return fmt.Errorf("peer uid %d is not root: %w", cred.Uid, errRefused)
+	}
+	return nil
+}
+
+// delete removes the link req names and returns once the namespace no
+// longer lists it. The netlink request itself goes on in the background
+// until the kernel has released the device.
+func (s *Server) delete(req Request) error {
+	if req.NetNS != s.nsIno {
+		return fmt.Errorf("request from network namespace %d, this reaper serves %d: %w", req.NetNS, s.nsIno, errRefused)
+	}
+	h, err := netlinksafe.NewHandleAt(s.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("open netlink: %w", err)
+	}
+	link, err := h.LinkByName(req.Name)
+	if err != nil {
+		h.Close()
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return nil // already gone: DEL is idempotent
+		}
+		return fmt.Errorf("look up %s: %w", req.Name, err)
+	}
+	if link.Attrs().Index != req.Index || !routing.OwnsLink(link, req.Alias) {
+		h.Close()
+		return fmt.Errorf("%s (index %d, alias %q) is not the host veth %q with index %d: %w",
+			req.Name, link.Attrs().Index, link.Attrs().Alias, req.Alias, req.Index, errRefused)
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		h.Close()
+		return ErrBusy
+	}
+
+	// Subscribe before deleting, so the RTM_DELLINK cannot be missed.
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	ns := s.ns
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{Namespace: &ns}); err != nil {
+		<-s.slots
+		h.Close()
+		return fmt.Errorf("subscribe to link changes: %w", err)
+	}
+	result := make(chan error, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.slots }()
+		defer h.Close()
+		result <- h.LinkDel(link)
+	}()
+
+	timeout := time.NewTimer(unlistTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case u, ok := <-updates:
+			if !ok {
+				// The subscription failed; the deletion's own result decides.
+				select {
+				case err := <-result:
+					return deleteResult(req.Name, err)
+				case <-timeout.C:
+					return fmt.Errorf("%s: no answer from the kernel within %s", req.Name, unlistTimeout)
+				}
+			}
+			if u.Header.Type == unix.RTM_DELLINK && int(u.Index) == req.Index {
+				return nil
+			}
+		case err := <-result:
+			return deleteResult(req.Name, err)
+		case <-timeout.C:
+			return fmt.Errorf("%s still listed after %s", req.Name, unlistTimeout)
+		}
+	}
+}
+
+func deleteResult(name string, err error) error {
+	if err == nil || errors.As(err, new(netlink.LinkNotFoundError)) || errors.Is(err, unix.ENODEV) {
+		return nil
+	}
+	return fmt.Errorf("delete %s: %w", name, err)
+}
