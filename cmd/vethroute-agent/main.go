@@ -6,6 +6,10 @@
 // `vethroute-agent install-cni --from=SRC --to=DIR` copies the plugin
 // binary into the node's CNI binary directory and exits; the DaemonSet's
 // init container runs it, so the image needs no shell.
+//
+// `vethroute-agent reaper --socket=PATH` runs only the reaper (package
+// reaper) in the current network namespace, for nodes without Kubernetes;
+// the plugin's reaperSocket names the same path.
 package main
 
 import (
@@ -25,6 +29,9 @@ var version = "dev"
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "install-cni" {
 		os.Exit(installCNI(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "reaper" {
+		os.Exit(runReaper(os.Args[2:]))
 	}
 	var o agent.Options
 	fs := flag.NewFlagSet("vethroute-agent", flag.ExitOnError)
@@ -59,5 +66,25 @@ func installCNI(args []string) int {
 		return 1
 	}
 	fmt.Printf("vethroute-agent install-cni: %s in %s (changed: %v)\n", *from, *to, wrote)
+	return 0
+}
+
+func runReaper(args []string) int {
+	fs := flag.NewFlagSet("vethroute-agent reaper", flag.ExitOnError)
+	socket := fs.String("socket", "/run/vethroute/reaper.sock", "Unix socket to serve; the plugin's reaperSocket")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	_ = fs.Parse(args)
+	log, err := agent.NewLogger(os.Stderr, *format, *level)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vethroute-agent reaper:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := agent.RunReaper(ctx, *socket, log); err != nil {
+		log.Error("exiting", "err", err)
+		return 1
+	}
 	return 0
 }

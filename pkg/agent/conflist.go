@@ -35,6 +35,9 @@ type ConfData struct {
 	DataDir string
 	// LogFile is the plugin's log file; empty logs to the runtime's stderr.
 	LogFile string
+	// ReaperSocket is the agent's reaper socket, which DEL hands host veths
+	// to; empty when the agent runs no reaper.
+	ReaperSocket string
 	// Ranges holds one entry per pod CIDR of the node, in spec order.
 	Ranges []ConfRange
 }

@@ -59,6 +59,7 @@ type renderedConf struct {
 		Type    string `json:"type"`
 		MTU     int    `json:"mtu"`
 		LogFile string `json:"logFile"`
+		Reaper  string `json:"reaperSocket"`
 		IPAM    struct {
 			Type   string         `json:"type"`
 			Ranges [][]rangeEntry `json:"ranges"`
@@ -90,7 +91,7 @@ func TestRenderConfList(t *testing.T) {
 		{
 			name:     "dual stack keeps spec order",
 			podCIDRs: []string{"fd00:10:244:1::/64", "10.244.1.0/24"},
-			base:     ConfData{CNIVersion: "1.0.0", Network: "pods", MTU: 1450, DataDir: "/data", LogFile: "/var/log/vr.log"},
+			base:     ConfData{CNIVersion: "1.0.0", Network: "pods", MTU: 1450, DataDir: "/data", LogFile: "/var/log/vr.log", ReaperSocket: "/run/vethroute/reaper.sock"},
 			wantRanges: []rangeEntry{
 				{"fd00:10:244:1::/64", "fd00:10:244:1:ffff:ffff:ffff:ffff"},
 				{"10.244.1.0/24", "10.244.1.254"},
@@ -146,7 +147,7 @@ func TestRenderConfList(t *testing.T) {
 				t.Fatalf("conflist header/plugins wrong:\n%s", out)
 			}
 			p := c.Plugins[0]
-			if p.Type != "vethroute" || p.IPAM.Type != "vethroute" || p.MTU != tc.base.MTU || p.LogFile != tc.base.LogFile || p.IPAM.DataDir != tc.base.DataDir {
+			if p.Type != "vethroute" || p.IPAM.Type != "vethroute" || p.MTU != tc.base.MTU || p.LogFile != tc.base.LogFile || p.Reaper != tc.base.ReaperSocket || p.IPAM.DataDir != tc.base.DataDir {
 				t.Errorf("plugin fields wrong:\n%s", out)
 			}
 			if len(p.IPAM.Ranges) != len(tc.wantRanges) {

@@ -29,6 +29,7 @@ type Options struct {
 	MTU              int
 	IPAMDataDir      string
 	PluginLogFile    string
+	ReaperSocket     string
 	RouteProtocol    int
 	ResyncPeriod     time.Duration
 	Masquerade       bool
@@ -52,6 +53,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MTU, "mtu", 0, "pod interface MTU written to the conflist; 0 leaves the plugin's default (1500)")
 	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", "/var/lib/cni/vethroute", "reservation directory of the plugin's built-in IPAM")
 	fs.StringVar(&o.PluginLogFile, "plugin-log-file", "", "log file the plugin writes to (conflist logFile); empty logs to the runtime")
+	fs.StringVar(&o.ReaperSocket, "reaper-socket", "", "Unix socket on which the agent deletes host veths for the plugin's DEL, so DEL need not wait for the kernel to release them; written to the conflist. Must be the same path on the host; empty disables")
 	fs.IntVar(&o.RouteProtocol, "route-protocol", int(noderoutes.DefaultProtocol), "route protocol number that tags (and marks as the agent's) the routes to other nodes")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "how often routes are re-applied against drift without an API change")
 	fs.BoolVar(&o.Masquerade, "masquerade", false, "masquerade pod traffic leaving the cluster's pod CIDRs (nftables table inet vethroute-agent)")
@@ -83,6 +85,9 @@ func (o *Options) Validate(getenv func(string) string) error {
 	}
 	if o.CNIVersion != AutoCNIVersion && !slices.Contains(version.All.SupportedVersions(), o.CNIVersion) {
 		errs = append(errs, fmt.Errorf("--cni-version %q is neither auto nor one of %s", o.CNIVersion, strings.Join(version.All.SupportedVersions(), ", ")))
+	}
+	if o.ReaperSocket != "" && !filepath.IsAbs(o.ReaperSocket) {
+		errs = append(errs, fmt.Errorf("--reaper-socket %q is not absolute", o.ReaperSocket))
 	}
 	if !filepath.IsAbs(o.IPAMDataDir) {
 		errs = append(errs, fmt.Errorf("--ipam-data-dir %q is not absolute", o.IPAMDataDir))

@@ -30,6 +30,8 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "bad mtu", args: []string{"--mtu=20"}, wantErr: "--mtu"},
 		{name: "pinned cni version", args: []string{"--cni-version=1.0.0"}, wantNode: "from-env"},
 		{name: "unknown cni version", args: []string{"--cni-version=1.2"}, wantErr: "--cni-version"},
+		{name: "reaper socket", args: []string{"--reaper-socket=/run/vethroute/reaper.sock"}, wantNode: "from-env"},
+		{name: "relative reaper socket", args: []string{"--reaper-socket=run/reaper.sock"}, wantErr: "--reaper-socket"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

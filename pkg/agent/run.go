@@ -68,7 +68,7 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 		ConfTemplate: tmpl,
 		ConfBase: ConfData{
 			CNIVersion: o.CNIVersion, Network: o.Network, MTU: o.MTU,
-			DataDir: o.IPAMDataDir, LogFile: o.PluginLogFile,
+			DataDir: o.IPAMDataDir, LogFile: o.PluginLogFile, ReaperSocket: o.ReaperSocket,
 		},
 		ResyncPeriod: o.ResyncPeriod,
 		ClusterCIDRs: clusterCIDRs,
@@ -102,6 +102,14 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 			}
 		}()
 		log.Info("serving /healthz, /readyz and /metrics", "addr", ln.Addr().String())
+	}
+
+	if o.ReaperSocket != "" {
+		stopReaper, err := startReaper(ctx, o.ReaperSocket, metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stopReaper()
 	}
 
 	log.Info("starting", "version", version, "conf", cfg.ConfPath, "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "resync", o.ResyncPeriod)
