@@ -64,14 +64,12 @@ func newLab(root string) (*lab, error) {
 	}
 	steps := []func() error{
 		func() error { return testutil.BuildVethroute(root, l.binDir) },
+		func() error {
+			return buildInto(root, filepath.Join(l.binDir, "vethroute-agent"), "./cmd/vethroute-agent")
+		},
 		func() error { return testutil.BuildReference(root, l.refDir, "ptp", "host-local") },
 		func() error {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(l.binDir, "floorplugin"), "./test/bench/floorplugin")
-			cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("build floorplugin: %v\n%s", err, out)
-			}
-			return nil
+			return buildInto(root, filepath.Join(l.binDir, "floorplugin"), "./test/bench/floorplugin")
 		},
 	}
 	for _, s := range steps {
@@ -81,6 +79,57 @@ func newLab(root string) (*lab, error) {
 		}
 	}
 	return l, nil
+}
+
+// buildInto builds the main package pkg of the repository at root into out,
+// static as a node would install it.
+func buildInto(root, out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// startReaper runs `vethroute-agent reaper` inside node, as the node agent
+// would run it, and returns its socket once it listens. The lab stops it on
+// close; it also dies with the bench (Pdeathsig).
+func (l *lab) startReaper(node *testutil.Node, dir string) (string, error) {
+	socket := filepath.Join(dir, "reaper.sock")
+	logf, err := os.Create(filepath.Join(dir, "reaper.log"))
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("nsenter", "--net="+node.NS.Path(), filepath.Join(l.binDir, "vethroute-agent"), "reaper", "--socket="+socket, "--log-level=warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	exited := make(chan struct{})
+	if err := testutil.StartTied(cmd, func(error) { logf.Close(); close(exited) }); err != nil {
+		logf.Close()
+		return "", fmt.Errorf("start reaper: %w", err)
+	}
+	l.onClose(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for range 200 {
+		if _, err := os.Stat(socket); err == nil {
+			return socket, nil
+		}
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logf.Name())
+			return "", fmt.Errorf("reaper exited before listening: %s", b)
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+	return "", fmt.Errorf("reaper did not listen on %s within 5s", socket)
 }
 
 // onClose registers f to run (last registered first) when the lab closes.
@@ -270,12 +319,14 @@ type pluginConf struct {
 // newDriver sets up plugin ("vethroute" or "ptp") on a fresh node. With
 // uplink the node gets its own uplink (see newNode) and, for ptp, the router
 // route by hand; without, the caller links the node and adds them.
+// vethroute's node runs the agent's reaper, as a Kubernetes node does.
 func (l *lab) newDriver(plugin, role string, pc pluginConf, uplink bool) (*driver, error) {
-	return l.newDriverFrom(l.binDir, plugin, role, pc, uplink)
+	return l.newDriverFrom(l.binDir, plugin, role, pc, uplink, plugin == "vethroute")
 }
 
-// newDriverFrom is newDriver with vethroute taken from binDir.
-func (l *lab) newDriverFrom(binDir, plugin, role string, pc pluginConf, uplink bool) (*driver, error) {
+// newDriverFrom is newDriver with vethroute taken from binDir, and the
+// reaper only when reaper is set.
+func (l *lab) newDriverFrom(binDir, plugin, role string, pc pluginConf, uplink, reaper bool) (*driver, error) {
 	node, err := l.newNodeWith(role, uplink, []string{binDir, l.refDir})
 	if err != nil {
 		return nil, err
@@ -293,6 +344,13 @@ func (l *lab) newDriverFrom(binDir, plugin, role string, pc pluginConf, uplink b
 		ipamConf["type"] = "vethroute"
 		if pc.peerSubnet != "" {
 			p["hostRoutes"] = []map[string]string{{"dst": pc.peerSubnet, "gw": pc.peerGW}}
+		}
+		if reaper {
+			sock, err := l.startReaper(node, filepath.Dir(node.DataDir))
+			if err != nil {
+				return nil, err
+			}
+			p["reaperSocket"] = sock
 		}
 	case "ptp":
 		d.name, d.bin = "ptp+host-local", filepath.Join(l.refDir, "ptp")

@@ -273,10 +273,21 @@ func measure(o *options, root string) (rep *report, err error) {
 	if err != nil {
 		return rep, err
 	}
+	// The same plugin on a node without the agent (containerd alone):
+	// DEL deletes the host veth itself and waits for the kernel.
+	solo, err := l.newDriverFrom(l.binDir, "vethroute", "nodes", seqConf, true, false)
+	if err != nil {
+		return rep, err
+	}
+	solo.name = nameVethSolo
+	soloCont, err := l.newNS("seqs")
+	if err != nil {
+		return rep, err
+	}
 	cyclers := []cycler{pluginCycler(veth, conts[0], "seq"), pluginCycler(ptp, conts[1], "seq"),
-		fl.inProcess(), fl.exec(), directCycler(veth, direct), inproc}
+		pluginCycler(solo, soloCont, "seq"), fl.inProcess(), fl.exec(), directCycler(veth, direct), inproc}
 	for _, label := range sortedKeys(o.compare) {
-		d, err := l.newDriverFrom(o.compare[label], "vethroute", "cmp", seqConf, true)
+		d, err := l.newDriverFrom(o.compare[label], "vethroute", "cmp", seqConf, true, true)
 		if err != nil {
 			return rep, err
 		}
