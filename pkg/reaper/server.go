@@ -188,13 +188,25 @@ func (s *Server) delete(req Request) error {
 	// Subscribe before deleting, so the RTM_DELLINK cannot be missed.
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	defer close(done)
 	ns := s.ns
-	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{Namespace: &ns}); err != nil {
+	// A blocked receive does not notice the socket closing; the timeout
+	// ends the subscription's reader on a node where no link changes.
+	rcvTimeout := unix.NsecToTimeval((unlistTimeout + time.Second).Nanoseconds())
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{Namespace: &ns, ReceiveTimeout: &rcvTimeout}); err != nil {
+		close(done)
 		<-s.slots
 		h.Close()
 		return fmt.Errorf("subscribe to link changes: %w", err)
 	}
+	defer func() {
+		close(done)
+		// The subscription's reader may be blocked on a full channel;
+		// draining lets it see the closed socket, close the channel and end.
+		go func() {
+			for range updates {
+			}
+		}()
+	}()
 	result := make(chan error, 1)
 	s.wg.Add(1)
 	go func() {
