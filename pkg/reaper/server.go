@@ -47,6 +47,10 @@ type Stats struct {
 type Server struct {
 	ns    netns.NsHandle
 	nsIno uint64
+	// local is set when ns is the process's own namespace: the server then
+	// never switches namespaces, which needs CAP_SYS_ADMIN that the agent's
+	// container does not have (NET_ADMIN is enough to delete a link).
+	local bool
 	slots chan struct{}
 	log   *slog.Logger
 	wg    sync.WaitGroup
@@ -55,8 +59,9 @@ type Server struct {
 }
 
 // NewServer returns a server for the network namespace ns, which stays
-// owned by the caller and must outlive the server. maxInFlight <= 0 means
-// DefaultMaxInFlight.
+// owned by the caller and must outlive the server. When ns is the process's
+// own namespace, the whole process must stay in it (the agent's case).
+// maxInFlight <= 0 means DefaultMaxInFlight.
 func NewServer(ns netns.NsHandle, maxInFlight int, log *slog.Logger) (*Server, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(ns), &st); err != nil {
@@ -68,7 +73,19 @@ func NewServer(ns netns.NsHandle, maxInFlight int, log *slog.Logger) (*Server, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{ns: ns, nsIno: st.Ino, slots: make(chan struct{}, maxInFlight), log: log}, nil
+	own, err := NetNSInode("/proc/self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	return &Server{ns: ns, nsIno: st.Ino, local: own == st.Ino, slots: make(chan struct{}, maxInFlight), log: log}, nil
+}
+
+// openNetlink opens a netlink handle on the served namespace.
+func (s *Server) openNetlink() (netlinksafe.Handle, error) {
+	if s.local {
+		return netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	}
+	return netlinksafe.NewHandleAt(s.ns, unix.NETLINK_ROUTE)
 }
 
 // Serve answers connections on ln until ctx ends, then closes ln and waits
@@ -161,7 +178,7 @@ func (s *Server) delete(req Request) error {
 	if req.NetNS != s.nsIno {
 		return fmt.Errorf("request from network namespace %d, this reaper serves %d: %w", req.NetNS, s.nsIno, errRefused)
 	}
-	h, err := netlinksafe.NewHandleAt(s.ns, unix.NETLINK_ROUTE)
+	h, err := s.openNetlink()
 	if err != nil {
 		return fmt.Errorf("open netlink: %w", err)
 	}
@@ -188,11 +205,15 @@ func (s *Server) delete(req Request) error {
 	// Subscribe before deleting, so the RTM_DELLINK cannot be missed.
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	ns := s.ns
 	// A blocked receive does not notice the socket closing; the timeout
 	// ends the subscription's reader on a node where no link changes.
 	rcvTimeout := unix.NsecToTimeval((unlistTimeout + time.Second).Nanoseconds())
-	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{Namespace: &ns, ReceiveTimeout: &rcvTimeout}); err != nil {
+	opts := netlink.LinkSubscribeOptions{ReceiveTimeout: &rcvTimeout}
+	if !s.local {
+		ns := s.ns
+		opts.Namespace = &ns
+	}
+	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
 		close(done)
 		<-s.slots
 		h.Close()

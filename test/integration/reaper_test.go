@@ -12,7 +12,7 @@ import (
 )
 
 // TestDelThroughReaper runs DEL with reaperSocket set: through the real
-// `vethroute-agent reaper` in the node, and with the socket missing (agent
+// `vethroute-agent reaper` in the node (with only CAP_NET_ADMIN), and with the socket missing (agent
 // down), when the plugin must delete the host veth itself. Either way DEL
 // leaves the node clean, and a container re-added right after DEL gets its
 // interface back (the old one is gone from the namespace when DEL returns).
@@ -31,7 +31,9 @@ func TestDelThroughReaper(t *testing.T) {
 			socket := filepath.Join(t.TempDir(), "run", "reaper.sock")
 			var reaper *testutil.Daemon
 			if tc.runReaper {
-				reaper = testutil.StartDaemon(t, node.NS, testutil.AgentBinary(t), "reaper", "--socket="+socket, "--log-level=debug")
+				// With CAP_NET_ADMIN alone, as the DaemonSet runs the agent.
+				reaper = testutil.StartDaemon(t, node.NS, "setpriv", "--bounding-set=-all,+net_admin",
+					testutil.AgentBinary(t), "reaper", "--socket="+socket, "--log-level=debug")
 				waitForSocket(t, socket, reaper)
 			}
 			l := node.ConfList(t, conflist("1.1.0", v4Ranges, v4Routes, fmt.Sprintf(`, "reaperSocket": %q, "logLevel": "debug"`, socket)))

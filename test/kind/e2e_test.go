@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -186,6 +187,11 @@ func TestKindCluster(t *testing.T) {
 		c.kubectl(2*time.Minute, "delete", "pod", a.name, "--wait=true", "--timeout=100s")
 		if got := c.waitVeths(w1.name, before-1); got != before-1 {
 			t.Errorf("node %s: %d vethroute host veths after deleting a pod, want %d (leak or early removal)", w1.name, got, before-1)
+		}
+		// The DEL went through the agent's reaper, not the in-process
+		// fallback: the test above passes either way.
+		if n := c.reaperDeleted(w1.name); n < 1 {
+			t.Errorf("agent on %s reports %d reaper deletions after a pod was deleted, want at least 1", w1.name, n)
 		}
 		again := c.runPod(a.name, w1.name, probeImage)
 		for _, f := range families {
@@ -557,6 +563,26 @@ func (c *cluster) waitVeths(nodeName string, want int) int {
 		got = c.vethCount(nodeName)
 	}
 	return got
+}
+
+// reaperDeleted reads vethroute_agent_reaper_requests_total{result="deleted"}
+// from the agent on nodeName, through the API server's proxy to its pod.
+func (c *cluster) reaperDeleted(nodeName string) int {
+	c.t.Helper()
+	pod := strings.TrimSpace(c.kubectl(time.Minute, "get", "pods", "-n", "kube-system", "-l", "app.kubernetes.io/name=vethroute-agent",
+		"--field-selector", "spec.nodeName="+nodeName, "-o", "jsonpath={.items[0].metadata.name}"))
+	metrics := c.kubectl(time.Minute, "get", "--raw", "/api/v1/namespaces/kube-system/pods/"+pod+":9387/proxy/metrics")
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, `vethroute_agent_reaper_requests_total{result="deleted"} `); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				c.t.Fatalf("metric line %q: %v", line, err)
+			}
+			return int(n)
+		}
+	}
+	c.t.Fatalf("agent %s exports no reaper metric:\n%s", pod, lastLines(metrics, 20))
+	return 0
 }
 
 // agentRoutes lists the agent's routes of both families in a node's main
