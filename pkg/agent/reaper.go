@@ -13,7 +13,7 @@ import (
 
 // startReaper serves the plugin's DEL requests on socket (package reaper)
 // in the agent's network namespace, the node's, and exports the server's
-// counts as vethroute_agent_reaper_requests_total. The returned function
+// counts and the deletions still in the kernel as metrics. The returned function
 // stops the server and waits for deletions still in the kernel.
 func startReaper(ctx context.Context, socket string, m *Metrics, log *slog.Logger) (func(), error) {
 	nsh, err := netns.Get()
@@ -40,6 +40,14 @@ func startReaper(ctx context.Context, socket string, m *Metrics, log *slog.Logge
 				ConstLabels: prometheus.Labels{"result": result},
 			}, func() float64 { return float64(c()) }))
 		}
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "vethroute_agent", Name: "reaper_deletions_in_flight",
+			Help: "Host veth deletions the kernel has not finished; one that only grows means devices that are never released.",
+		}, func() float64 { return float64(srv.InFlight()) }))
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vethroute_agent", Name: "reaper_slow_deletions_total",
+			Help: "Host veth deletions that stayed in the kernel for 30 s or more (a leaked device reference; see unregister_netdevice in the kernel log).",
+		}, func() float64 { return float64(srv.Stats.Slow.Load()) }))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -3,9 +3,12 @@ package reaper
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +30,8 @@ type rig struct {
 	nodeIno    uint64
 }
 
-func newRig(t *testing.T) *rig {
+// newRig starts the reaper after applying opts to its server.
+func newRig(t *testing.T, opts ...func(*Server)) *rig {
 	t.Helper()
 	r := &rig{node: testutil.NewNS(t), cont: testutil.NewNS(t)}
 	var err error
@@ -40,6 +44,9 @@ func newRig(t *testing.T) *rig {
 	}
 	if r.srv, err = NewServer(netns.NsHandle(r.node.Fd()), 4, nil); err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(r.srv)
 	}
 	r.socket = filepath.Join(t.TempDir(), "run", "reaper.sock")
 	ln, err := Listen(r.socket)
@@ -195,6 +202,9 @@ func TestDeleteBusy(t *testing.T) {
 	for range cap(r.srv.slots) {
 		r.srv.slots <- struct{}{}
 	}
+	if got := r.srv.InFlight(); got != cap(r.srv.slots) {
+		t.Fatalf("InFlight with every slot taken = %d, want %d", got, cap(r.srv.slots))
+	}
 	err := Delete(r.socket, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}, 5*time.Second)
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("Delete with no free slot: got %v, want ErrBusy", err)
@@ -208,6 +218,50 @@ func TestDeleteBusy(t *testing.T) {
 	if err := Delete(r.socket, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}, 5*time.Second); err != nil {
 		t.Fatalf("Delete after slots freed: %v", err)
 	}
+}
+
+func TestSlowDeletionIsCounted(t *testing.T) {
+	var logged strings.Builder
+	var mu sync.Mutex
+	r := newRig(t, func(s *Server) {
+		// Any deletion is slow by this threshold: the test needs no device
+		// that the kernel refuses to release.
+		s.slowAfter = time.Nanosecond
+		s.log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+	})
+	alias := routing.Alias("net1", "ctr1", "eth0")
+	l := r.veth(t, "vrtcccccccc001", routing.LinkGroup, alias)
+	if err := Delete(r.socket, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}, 5*time.Second); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	// The answer may come before the kernel has finished; wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.srv.InFlight() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := r.srv.InFlight(); got != 0 {
+		t.Fatalf("InFlight 10s after the deletion = %d, want 0", got)
+	}
+	if got := r.srv.Stats.Slow.Load(); got != 1 {
+		t.Errorf("Stats.Slow = %d, want 1", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "slow deletion ended") || !strings.Contains(logged.String(), "vrtcccccccc001") {
+		t.Errorf("no slow-deletion warning naming the link in the log:\n%s", logged.String())
+	}
+}
+
+// lockedWriter serialises writes from the server's goroutines.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func TestDeleteWithoutServer(t *testing.T) {

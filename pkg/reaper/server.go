@@ -30,6 +30,11 @@ const (
 	// unlistTimeout is how long the server waits for the link to leave the
 	// namespace before it gives up on the answer (the deletion goes on).
 	unlistTimeout = 5 * time.Second
+	// slowDeletion is how long a deletion may stay in the kernel before the
+	// server reports it: far beyond any grace period, the device is held by
+	// a leaked reference (the kernel logs "unregister_netdevice: waiting for
+	// ... to become free"), and the slot it holds is lost until it ends.
+	slowDeletion = 30 * time.Second
 )
 
 // Stats counts what a Server did, for the agent's metrics.
@@ -41,6 +46,9 @@ type Stats struct {
 	Refused atomic.Uint64
 	// Failed counts deletions the kernel rejected or that timed out.
 	Failed atomic.Uint64
+	// Slow counts deletions that stayed in the kernel longer than the
+	// server's slow threshold (30 s), counted when they end.
+	Slow atomic.Uint64
 }
 
 // Server deletes vethroute host veths on request, in one network namespace.
@@ -52,8 +60,10 @@ type Server struct {
 	// container does not have (NET_ADMIN is enough to delete a link).
 	local bool
 	slots chan struct{}
-	log   *slog.Logger
-	wg    sync.WaitGroup
+	// slowAfter is slowDeletion, shorter in tests.
+	slowAfter time.Duration
+	log       *slog.Logger
+	wg        sync.WaitGroup
 	// Stats is updated as requests are served.
 	Stats Stats
 }
@@ -77,8 +87,14 @@ func NewServer(ns netns.NsHandle, maxInFlight int, log *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
-	return &Server{ns: ns, nsIno: st.Ino, local: own == st.Ino, slots: make(chan struct{}, maxInFlight), log: log}, nil
+	return &Server{ns: ns, nsIno: st.Ino, local: own == st.Ino, slots: make(chan struct{}, maxInFlight), slowAfter: slowDeletion, log: log}, nil
 }
+
+// InFlight returns how many deletions are still in the kernel. It stays
+// near zero on a healthy node; a count that only grows means devices whose
+// release never ends (see Stats.Slow), and at the bound every DEL falls
+// back to deleting in-process.
+func (s *Server) InFlight() int { return len(s.slots) }
 
 // openNetlink opens a netlink handle on the served namespace.
 func (s *Server) openNetlink() (netlinksafe.Handle, error) {
@@ -234,7 +250,18 @@ func (s *Server) delete(req Request) error {
 		defer s.wg.Done()
 		defer func() { <-s.slots }()
 		defer h.Close()
-		result <- h.LinkDel(link)
+		start := time.Now()
+		slow := time.AfterFunc(s.slowAfter, func() {
+			s.log.Warn("deletion still waiting for the kernel to release the device; check the kernel log for unregister_netdevice",
+				"link", req.Name, "index", req.Index, "after", s.slowAfter)
+		})
+		err := h.LinkDel(link)
+		slow.Stop()
+		if took := time.Since(start); took >= s.slowAfter {
+			s.Stats.Slow.Add(1)
+			s.log.Warn("slow deletion ended", "link", req.Name, "index", req.Index, "took", took, "err", err)
+		}
+		result <- err
 	}()
 
 	timeout := time.NewTimer(unlistTimeout)
