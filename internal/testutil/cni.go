@@ -143,6 +143,32 @@ func (n *Node) GC(l *libcni.NetworkConfigList, keep []types.GCAttachment) error 
 	})
 }
 
+// PluginGC runs GC by executing the list's first plugin directly, with
+// valid as cni.dev/valid-attachments, and fails the test unless it
+// succeeds. libcni's GCNetworkList first DELs every cached attachment that
+// valid leaves out, so only a direct GC shows what the plugin collects on
+// its own: what no runtime's cache remembers any more.
+func (n *Node) PluginGC(t testing.TB, l *libcni.NetworkConfigList, valid []types.GCAttachment) {
+	t.Helper()
+	var conf map[string]any
+	if err := json.Unmarshal(l.Plugins[0].Bytes, &conf); err != nil {
+		t.Fatalf("decode plugin configuration: %v", err)
+	}
+	if valid == nil {
+		valid = []types.GCAttachment{}
+	}
+	conf["cniVersion"], conf["name"], conf["cni.dev/valid-attachments"] = l.CNIVersion, l.Name, valid
+	stdin, err := json.Marshal(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(PluginDir(t), l.Plugins[0].Network.Type)
+	env := CNIEnv("GC", "", "", "", "", strings.Join(n.CNI.Path, string(os.PathListSeparator)))
+	if o := n.RunPlugin(t, bin, Invocation{Env: env, Stdin: stdin}); o.ExitCode != 0 {
+		t.Fatalf("GC: %s", o)
+	}
+}
+
 // Status runs STATUS of the list.
 func (n *Node) Status(l *libcni.NetworkConfigList) error {
 	return n.Do(func() error { return n.CNI.GetStatusNetworkList(context.Background(), l) })

@@ -316,6 +316,14 @@ func TeardownVia(network, containerID, ifName string, unlink func(link netlink.L
 // and returns their names. Interfaces of other networks and interfaces
 // without vethroute's alias are never touched.
 func CollectGarbage(network string, keep func(containerID, ifName string) bool) ([]string, error) {
+	return CollectGarbageVia(network, keep, nil)
+}
+
+// CollectGarbageVia is CollectGarbage with the deletions handed to unlink,
+// as in TeardownVia. After unlink's first failure the rest are deleted
+// in-process: a helper that is down or hung costs one timeout, not one per
+// stale interface.
+func CollectGarbageVia(network string, keep func(containerID, ifName string) bool, unlink func(link netlink.Link, alias string) error) ([]string, error) {
 	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in node netns: %w", err)
@@ -331,6 +339,13 @@ func CollectGarbage(network string, keep func(containerID, ifName string) bool) 
 		net, id, ifName, ok := parseAlias(l.Attrs().Alias)
 		if !ok || l.Attrs().Group != LinkGroup || net != network || keep(id, ifName) {
 			continue
+		}
+		if unlink != nil {
+			if unlink(l, l.Attrs().Alias) == nil {
+				removed = append(removed, l.Attrs().Name)
+				continue
+			}
+			unlink = nil
 		}
 		if err := host.LinkDel(l); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete stale %s of %s:%s: %w", l.Attrs().Name, id, ifName, err))

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"github.com/vethroute/vethroute/internal/testutil"
 )
 
@@ -200,5 +204,66 @@ func TestEnsureHostRoutes(t *testing.T) {
 	}
 	if err := inNode(t, node, func() error { return VerifyHostRoutes([]*types.Route{route("10.0.0.0/24", "172.16.0.2")}) }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCollectGarbageVia hands stale host veths to unlink and, after unlink's
+// first failure, deletes the rest in-process: every stale veth goes, the
+// kept one stays, and a failing helper is asked once.
+func TestCollectGarbageVia(t *testing.T) {
+	tests := []struct {
+		name string
+		// fail makes unlink fail from its nth call on (0: never).
+		fail      int
+		wantCalls int
+	}{
+		{name: "helper deletes all", fail: 0, wantCalls: 3},
+		{name: "helper down", fail: 1, wantCalls: 1},
+		{name: "helper fails midway", fail: 2, wantCalls: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node := testutil.NewNS(t)
+			for i := range 4 {
+				a := &Attachment{Network: "rt", ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0", NetNS: testutil.NewNS(t).Path(), MTU: 1500,
+					Addresses: []Address{addr(t, fmt.Sprintf("10.5.0.%d/24", i+2), "10.5.0.1")}}
+				if err := inNode(t, node, func() error { _, err := Setup(a); return err }); err != nil {
+					t.Fatalf("Setup %s: %v", a.ContainerID, err)
+				}
+			}
+			calls := 0
+			unlink := func(link netlink.Link, alias string) error {
+				calls++
+				if !OwnsLink(link, alias) {
+					t.Errorf("unlink asked for %s with alias %q it does not carry", link.Attrs().Name, alias)
+				}
+				if tc.fail > 0 && calls >= tc.fail {
+					return errors.New("helper unavailable")
+				}
+				h, err := netlink.NewHandleAt(netns.NsHandle(node.Fd()))
+				if err != nil {
+					return err
+				}
+				defer h.Close()
+				return h.LinkDel(link)
+			}
+			var removed []string
+			err := inNode(t, node, func() (err error) {
+				removed, err = CollectGarbageVia("rt", func(id, _ string) bool { return id == "c0" }, unlink)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("CollectGarbageVia: %v", err)
+			}
+			if len(removed) != 3 || calls != tc.wantCalls {
+				t.Errorf("removed %v with %d unlink calls, want 3 removed and %d calls", removed, calls, tc.wantCalls)
+			}
+			links := testutil.MustRunIn(t, node, "ip", "-o", "link", "show")
+			for i := range 4 {
+				if name := HostVethName(fmt.Sprintf("c%d", i), "eth0"); strings.Contains(links, name) != (i == 0) {
+					t.Errorf("after GC, %s present = %v, want %v (links: %s)", name, !(i == 0), i == 0, links)
+				}
+			}
+		})
 	}
 }

@@ -210,7 +210,7 @@ func cmdGC(args *skel.CmdArgs) (err error) {
 	}
 	keep := func(id, ifName string) bool { return valid[ipam.Owner{ContainerID: id, IfName: ifName}] }
 
-	removed, err := routing.CollectGarbage(conf.Name, keep)
+	removed, err := routing.CollectGarbageVia(conf.Name, keep, unlinker(conf, log))
 	if err != nil {
 		return cniError(err)
 	}

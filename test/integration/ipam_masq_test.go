@@ -1,10 +1,10 @@
 package integration
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/vethroute/vethroute/internal/testutil"
 )
@@ -59,23 +59,11 @@ func TestExternalIPAMGCAndStatus(t *testing.T) {
 		cont := testutil.NewNS(t)
 		mustAdd(t, node, l, testutil.RuntimeConf(id, cont.Path(), "eth0"))
 	}
-	bin := filepath.Join(testutil.PluginDir(t), "vethroute")
-	gc := func(valid string) {
-		t.Helper()
-		conf := strings.ReplaceAll(`{"cniVersion": "1.1.0", "name": "`+network+`", "cni.dev/valid-attachments": [`+valid+`], `+plugin[1:], "@DATADIR@", node.DataDir)
-		o := node.RunPlugin(t, bin, testutil.Invocation{
-			Env:   testutil.CNIEnv("GC", "", "", "", "", testutil.PluginDir(t)+string(os.PathListSeparator)+refDir),
-			Stdin: []byte(conf),
-		})
-		if o.ExitCode != 0 {
-			t.Fatalf("GC: %s", o)
-		}
-	}
-	gc(`{"containerID": "extgc1", "ifname": "eth0"}`)
+	node.PluginGC(t, l, []types.GCAttachment{{ContainerID: "extgc1", IfName: "eth0"}})
 	if h := held(); !strings.Contains(h, "extgc1") || strings.Contains(h, "extgc2") {
 		t.Fatalf("host-local holds %q after GC, want extgc1's addresses only", h)
 	}
-	gc("")
+	node.PluginGC(t, l, nil)
 	if h := held(); h != "" {
 		t.Errorf("host-local still holds %q after GC of everything", h)
 	}

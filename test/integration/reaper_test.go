@@ -11,7 +11,7 @@ import (
 	"github.com/vethroute/vethroute/internal/testutil"
 )
 
-// TestDelThroughReaper runs DEL with reaperSocket set: through the real
+// TestDelThroughReaper runs DEL and GC with reaperSocket set: through the real
 // `vethroute-agent reaper` in the node (with only CAP_NET_ADMIN), and with the socket missing (agent
 // down), when the plugin must delete the host veth itself. Either way DEL
 // leaves the node clean, and a container re-added right after DEL gets its
@@ -50,6 +50,12 @@ func TestDelThroughReaper(t *testing.T) {
 					t.Fatalf("container still has eth0 after DEL round %d:\n%s", round, out)
 				}
 			}
+			// GC hands the stale host veths to the reaper the same way.
+			for i := range 2 {
+				mustAdd(t, node, l, testutil.RuntimeConf(fmt.Sprintf("stale%d", i), testutil.NewNS(t).Path(), "eth0"))
+			}
+			node.PluginGC(t, l, nil)
+			node.RequireClean(t, network)
 			if reaper != nil {
 				// The daemon's log shows it served the requests: the test
 				// would pass through the fallback too, so prove the path.
@@ -57,8 +63,8 @@ func TestDelThroughReaper(t *testing.T) {
 					t.Fatalf("stop reaper: %v", err)
 				}
 				log := reaper.Log()
-				if n := strings.Count(log, "msg=deleted"); n != 3 {
-					t.Errorf("reaper deleted %d links, want the 3 of the DELs:\n%s", n, log)
+				if n := strings.Count(log, "msg=deleted"); n != 5 {
+					t.Errorf("reaper deleted %d links, want the 3 of the DELs and the 2 of GC:\n%s", n, log)
 				}
 				if strings.Contains(log, "refused") || strings.Contains(log, "failed") {
 					t.Errorf("reaper log reports problems:\n%s", log)
