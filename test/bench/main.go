@@ -300,7 +300,11 @@ func measure(o *options, root string) (rep *report, err error) {
 	}
 	if o.has("seq") {
 		progress(fmt.Sprintf("sequential: %d ADD+DEL cycles of each, interleaved with the floor", o.cycles))
-		rep.seq = runSequential(cyclers, o.cycles, progress)
+		settle, err := l.newSettler()
+		if err != nil {
+			return rep, err
+		}
+		rep.seq = runSequential(cyclers, o.cycles, settle, progress)
 	}
 
 	if o.has("storm") {

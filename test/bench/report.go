@@ -254,6 +254,7 @@ func (r *report) writeSeq(w func(string, ...any)) {
 	}
 	w("%d cycles per plugin, one at a time, a new container ID each cycle in a reused container namespace; the node holds no other container. ", r.opts.cycles)
 	w("Cycle i of every row of this section and of section 6 runs before cycle i+1 of any, starting with a different row each time. ")
+	w("After every cycle, untimed, the run deletes a scratch veth and pauses 10 ms, so that each cycle starts with no deletion in flight in the kernel: a reaper's deletion goes on after DEL has returned, and the next row's DEL would wait for it in rcu_barrier() (before this step, the in-process routing row's DEL measured twice the floor's for that reason alone). ")
 	w("Network: /20 range, default route, MTU 1500, and the router route `10.200.0.0/20 via 172.16.0.2` (vethroute's `hostRoutes`, checked on every ADD; added by hand on ptp's node). ")
 	w("vethroute's node runs `vethroute-agent reaper` (the node agent's reaper, which every Kubernetes node running vethroute has): DEL hands it the host veth and returns once the node no longer lists the interface, instead of waiting for the kernel to release the device (`pkg/reaper`). ")
 	w("\"%s\" is the same binary on a node without the agent.\n\n", nameVethSolo)

@@ -7,6 +7,10 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
 	"github.com/vethroute/vethroute/internal/testutil"
 	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vethroute/vethroute/test/bench/floor"
@@ -37,6 +41,41 @@ func pluginCycler(d *driver, cont ns.NetNS, prefix string) cycler {
 		add:  func(i int) (time.Duration, error) { return d.add(id(i), cont) },
 		del:  func(i int) (time.Duration, error) { return d.del(id(i), cont) },
 	}
+}
+
+// settlePause follows the settling deletion: that deletion's own RCU
+// callbacks are queued as it returns, and the next cycler's deletion would
+// wait for them in its rcu_barrier().
+const settlePause = 10 * time.Millisecond
+
+// newSettler returns a function that creates and deletes a veth pair in a
+// namespace of its own, then pauses. Deleting a device ends in
+// rcu_barrier(), which cannot return before a barrier already running
+// (another deletion's, such as a reaper's) has, so once the function returns
+// the kernel has no deletion in flight.
+func (l *lab) newSettler() (func() error, error) {
+	scratch, err := l.newNS("settle")
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(scratch.Fd()), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("open netlink in %s: %w", scratch.Path(), err)
+	}
+	l.onClose(h.Close)
+	return func() error {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = "settle0"
+		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: "settle1"}
+		if err := h.LinkAdd(veth); err != nil {
+			return fmt.Errorf("create settle0: %w", err)
+		}
+		if err := h.LinkDel(veth); err != nil {
+			return fmt.Errorf("delete settle0: %w", err)
+		}
+		time.Sleep(settlePause)
+		return nil
+	}, nil
 }
 
 // floorRig is the node on which the floor runs.
@@ -106,8 +145,11 @@ func (f *floorRig) exec() cycler {
 
 // runSequential runs n ADD+DEL cycles of every cycler, interleaved (cycle i
 // of each before cycle i+1 of any, starting with a different one each time)
-// so that load from elsewhere on the machine hits all of them alike.
-func runSequential(cyclers []cycler, n int, progress func(string)) []*cycleStats {
+// so that load from elsewhere on the machine hits all of them alike. After
+// each cycle, untimed, settle waits out the kernel's deferred work (a
+// reaper's deletion goes on after DEL returns), so that no cycler pays for
+// the one before it.
+func runSequential(cyclers []cycler, n int, settle func() error, progress func(string)) []*cycleStats {
 	stats := make([]*cycleStats, len(cyclers))
 	for i, c := range cyclers {
 		stats[i] = &cycleStats{name: c.name}
@@ -130,6 +172,9 @@ func runSequential(cyclers []cycler, n int, progress func(string)) []*cycleStats
 				continue
 			}
 			s.add, s.del, s.cycle = append(s.add, a), append(s.del, d), append(s.cycle, a+d)
+			if err := settle(); err != nil {
+				s.fail(fmt.Errorf("settle after cycle %d: %w", i, err))
+			}
 		}
 		if (i+1)%50 == 0 {
 			progress(fmt.Sprintf("sequential: %d/%d cycles", i+1, n))
