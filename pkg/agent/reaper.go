@@ -46,7 +46,7 @@ func startReaper(ctx context.Context, socket string, m *Metrics, log *slog.Logge
 		}, func() float64 { return float64(srv.InFlight()) }))
 		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "vethroute_agent", Name: "reaper_slow_deletions_total",
-			Help: "Host veth deletions that stayed in the kernel for 30 s or more (a leaked device reference; see unregister_netdevice in the kernel log).",
+			Help: "Host veth deletions that have been in the kernel for 30 s (a leaked device reference; see unregister_netdevice in the kernel log), counted when they reach it.",
 		}, func() float64 { return float64(srv.Stats.Slow.Load()) }))
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -27,7 +27,7 @@ func TestStartReaperMetrics(t *testing.T) {
 # HELP vethroute_agent_reaper_deletions_in_flight Host veth deletions the kernel has not finished; one that only grows means devices that are never released.
 # TYPE vethroute_agent_reaper_deletions_in_flight gauge
 vethroute_agent_reaper_deletions_in_flight 0
-# HELP vethroute_agent_reaper_slow_deletions_total Host veth deletions that stayed in the kernel for 30 s or more (a leaked device reference; see unregister_netdevice in the kernel log).
+# HELP vethroute_agent_reaper_slow_deletions_total Host veth deletions that have been in the kernel for 30 s (a leaked device reference; see unregister_netdevice in the kernel log), counted when they reach it.
 # TYPE vethroute_agent_reaper_slow_deletions_total counter
 vethroute_agent_reaper_slow_deletions_total 0
 `

@@ -46,8 +46,8 @@ type Stats struct {
 	Refused atomic.Uint64
 	// Failed counts deletions the kernel rejected or that timed out.
 	Failed atomic.Uint64
-	// Slow counts deletions that stayed in the kernel longer than the
-	// server's slow threshold (30 s), counted when they end.
+	// Slow counts deletions that have been in the kernel for the server's
+	// slow threshold (30 s), counted when they reach it.
 	Slow atomic.Uint64
 }
 
@@ -251,14 +251,20 @@ func (s *Server) delete(req Request) error {
 		defer func() { <-s.slots }()
 		defer h.Close()
 		start := time.Now()
+		// Counted when the threshold passes, not when the deletion ends:
+		// one that never ends must show too.
 		slow := time.AfterFunc(s.slowAfter, func() {
+			s.Stats.Slow.Add(1)
 			s.log.Warn("deletion still waiting for the kernel to release the device; check the kernel log for unregister_netdevice",
 				"link", req.Name, "index", req.Index, "after", s.slowAfter)
 		})
 		err := h.LinkDel(link)
-		slow.Stop()
+		stopped := slow.Stop()
 		if took := time.Since(start); took >= s.slowAfter {
-			s.Stats.Slow.Add(1)
+			if stopped {
+				// Over the threshold before the timer ran: count it here.
+				s.Stats.Slow.Add(1)
+			}
 			s.log.Warn("slow deletion ended", "link", req.Name, "index", req.Index, "took", took, "err", err)
 		}
 		result <- err
