@@ -33,10 +33,11 @@ deps:
 demo: deps build
 	$(GO) run ./test/demo -bin $(BIN)
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, and go.mod/go.sum tidy
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 ## unit: tests that need no root
 unit:
