@@ -34,9 +34,15 @@ func EnableForwarding(v4, v6 bool) error {
 // article's router routes toward other nodes' pod subnets). A route that is
 // already there with the same gateway is left as it is, whoever installed
 // it; a missing one is added with RouteProtocol. It returns the routes it
-// added, so that a failed ADD can remove exactly those and nothing else.
-// A route to the same destination through another gateway is a conflict
-// that vethroute refuses to resolve by itself.
+// added. A route to the same destination through another gateway is a
+// conflict that vethroute refuses to resolve by itself.
+//
+// Concurrent ADDs on a fresh node all find a route missing and all add it:
+// the kernel's EEXIST then means another ADD won, and is success when the
+// route it installed has this gateway. On error the routes already added
+// stay: they are node configuration, like after DEL, and another ADD may
+// already have found them present and rely on them, so no ADD ever removes
+// a node-wide route.
 func EnsureHostRoutes(routes []*types.Route) (added []*netlink.Route, err error) {
 	if len(routes) == 0 {
 		return nil, nil
@@ -46,12 +52,6 @@ func EnsureHostRoutes(routes []*types.Route) (added []*netlink.Route, err error)
 		return nil, fmt.Errorf("open netlink in node netns: %w", err)
 	}
 	defer h.Close()
-	defer func() {
-		if err != nil {
-			removeRoutes(h, added)
-			added = nil
-		}
-	}()
 	for _, r := range routes {
 		dst := r.Dst
 		want := &netlink.Route{Dst: &dst, Gw: r.GW, Protocol: RouteProtocol, Priority: r.Priority}
@@ -59,41 +59,33 @@ func EnsureHostRoutes(routes []*types.Route) (added []*netlink.Route, err error)
 		if err != nil {
 			return added, err
 		}
-		if len(existing) > 0 {
-			if sameGateway(existing, r.GW) {
+		if len(existing) == 0 {
+			err = h.RouteAdd(want)
+			switch {
+			case err == nil:
+				added = append(added, want)
 				continue
-			}
-			e := existing[0]
-			return added, fmt.Errorf("hostRoutes entry %s via %s conflicts with the node's route %s via %s (proto %s); remove one of them", dst.String(), r.GW, dst.String(), e.Gw, e.Protocol)
-		}
-		if err := h.RouteAdd(want); err != nil {
-			if errors.Is(err, unix.ENETUNREACH) {
+			case errors.Is(err, unix.ENETUNREACH):
 				return added, fmt.Errorf("hostRoutes entry %s via %s: the gateway is not on a subnet directly connected to the node: %w", dst.String(), r.GW, err)
+			case !isExist(err):
+				return added, fmt.Errorf("add node route %s via %s: %w", dst.String(), r.GW, err)
 			}
-			return added, fmt.Errorf("add node route %s via %s: %w", dst.String(), r.GW, err)
+			// Another ADD added it since the lookup, or a more specific
+			// route hid it from the lookup: see what is there.
+			if existing, err = exactRoutes(h, &dst); err != nil {
+				return added, err
+			}
 		}
-		added = append(added, want)
+		if sameGateway(existing, r.GW) {
+			continue
+		}
+		if len(existing) == 0 {
+			return added, fmt.Errorf("add node route %s via %s: the kernel reports a route to %s that the node's main table does not list", dst.String(), r.GW, dst.String())
+		}
+		e := existing[0]
+		return added, fmt.Errorf("hostRoutes entry %s via %s conflicts with the node's route %s via %s (proto %s); remove one of them", dst.String(), r.GW, dst.String(), e.Gw, e.Protocol)
 	}
 	return added, nil
-}
-
-// RemoveHostRoutes deletes routes that EnsureHostRoutes added.
-func RemoveHostRoutes(routes []*netlink.Route) {
-	if len(routes) == 0 {
-		return
-	}
-	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return
-	}
-	defer h.Close()
-	removeRoutes(h, routes)
-}
-
-func removeRoutes(h netlinksafe.Handle, routes []*netlink.Route) {
-	for _, r := range routes {
-		_ = h.RouteDel(r)
-	}
 }
 
 // VerifyHostRoutes reports every route of routes that the node lacks.
@@ -110,6 +102,10 @@ func VerifyHostRoutes(routes []*types.Route) error {
 	for _, r := range routes {
 		dst := r.Dst
 		existing, err := routesTo(h, &dst)
+		if err == nil && !sameGateway(existing, r.GW) {
+			// A more specific route can hide it from the lookup.
+			existing, err = exactRoutes(h, &dst)
+		}
 		if err != nil {
 			return err
 		}
@@ -139,6 +135,17 @@ func routesTo(h netlinksafe.Handle, dst *net.IPNet) ([]netlink.Route, error) {
 		}
 	}
 	return out, nil
+}
+
+// exactRoutes lists the main table's routes for exactly the prefix dst. It
+// dumps the table, so it serves only the paths where routesTo's lookup was
+// not enough.
+func exactRoutes(h netlinksafe.Handle, dst *net.IPNet) ([]netlink.Route, error) {
+	found, err := h.RouteListFiltered(familyOf(dst.IP), &netlink.Route{Dst: dst, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list node routes to %s: %w", dst.String(), err)
+	}
+	return found, nil
 }
 
 func sameGateway(routes []netlink.Route, gw net.IP) bool {

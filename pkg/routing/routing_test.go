@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,7 +182,7 @@ func TestEnsureHostRoutes(t *testing.T) {
 		{"adds a missing route", []*types.Route{route("10.0.0.0/24", "172.16.0.2")}, 1, ""},
 		{"keeps an existing one", []*types.Route{route("10.0.0.0/24", "172.16.0.2")}, 0, ""},
 		{"refuses a conflicting gateway", []*types.Route{route("10.0.0.0/24", "172.16.0.3")}, 0, "conflicts with the node's route"},
-		{"rolls back on an unreachable gateway", []*types.Route{route("10.9.0.0/24", "172.16.0.2"), route("10.8.0.0/24", "172.31.0.1")}, 0, "not on a subnet directly connected"},
+		{"reports an unreachable gateway", []*types.Route{route("10.9.0.0/24", "172.16.0.2"), route("10.8.0.0/24", "172.31.0.1")}, 1, "not on a subnet directly connected"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,11 +200,112 @@ func TestEnsureHostRoutes(t *testing.T) {
 			}
 		})
 	}
-	if r := testutil.MustRunIn(t, node, "ip", "route", "show", "10.9.0.0/24"); r != "" {
-		t.Fatalf("a failed EnsureHostRoutes left %s", r)
+	// Finding 7: what a failed EnsureHostRoutes added stays, since a
+	// concurrent ADD may already have found it present.
+	if r := testutil.MustRunIn(t, node, "ip", "route", "show", "10.9.0.0/24"); !strings.Contains(r, "via 172.16.0.2") {
+		t.Fatalf("a failed EnsureHostRoutes removed the route it had added before the failure: %q", r)
 	}
 	if err := inNode(t, node, func() error { return VerifyHostRoutes([]*types.Route{route("10.0.0.0/24", "172.16.0.2")}) }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hostRoutesNode returns a node namespace with an uplink on 172.16.0.0/24,
+// where 172.16.0.2 and 172.16.0.3 are valid gateways.
+func hostRoutesNode(t *testing.T) ns.NetNS {
+	t.Helper()
+	node := testutil.NewNS(t)
+	peer := testutil.NewNS(t)
+	testutil.MustRunIn(t, node, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", peer.Path())
+	testutil.MustRunIn(t, node, "ip", "addr", "add", "172.16.0.1/24", "dev", "up0")
+	testutil.MustRunIn(t, node, "ip", "link", "set", "up0", "up")
+	return node
+}
+
+func hostRoute(t *testing.T, dst, gw string) *types.Route {
+	t.Helper()
+	r := defaultRoute(t, dst)
+	r.GW = net.ParseIP(gw)
+	return r
+}
+
+// TestHostRoutesRaceEEXIST is finding 7's deterministic half: the kernel's
+// EEXIST for a route that the lookup did not see (another ADD added it in
+// between; here a more specific route hides it from the FIB lookup, which
+// has the same effect every time) is success when the route has the same
+// gateway, and stays a conflict, untouched, when it has another.
+func TestHostRoutesRaceEEXIST(t *testing.T) {
+	testutil.RequireRoot(t)
+	tests := []struct {
+		name     string
+		existing string
+		wantErr  string
+	}{
+		{"same gateway is present", "172.16.0.2", ""},
+		{"other gateway is a conflict", "172.16.0.3", "conflicts with the node's route 10.0.0.0/24 via 172.16.0.3"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node := hostRoutesNode(t)
+			testutil.MustRunIn(t, node, "ip", "route", "add", "10.0.0.0/24", "via", tc.existing, "proto", "static")
+			testutil.MustRunIn(t, node, "ip", "route", "add", "10.0.0.0/25", "via", "172.16.0.2", "proto", "static")
+			var added []*netlink.Route
+			err := inNode(t, node, func() (err error) {
+				added, err = EnsureHostRoutes([]*types.Route{hostRoute(t, "10.0.0.0/24", "172.16.0.2")})
+				return err
+			})
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("EnsureHostRoutes = %v, want error %q", err, tc.wantErr)
+			}
+			if len(added) != 0 {
+				t.Errorf("EnsureHostRoutes claims to have added %d routes; the route was there", len(added))
+			}
+			if r := testutil.MustRunIn(t, node, "ip", "route", "show", "exact", "10.0.0.0/24"); !strings.Contains(r, "via "+tc.existing+" ") || !strings.Contains(r, "proto static") {
+				t.Errorf("the existing route changed: %q", r)
+			}
+			verr := inNode(t, node, func() error {
+				return VerifyHostRoutes([]*types.Route{hostRoute(t, "10.0.0.0/24", "172.16.0.2")})
+			})
+			if (verr == nil) != (tc.wantErr == "") {
+				t.Errorf("VerifyHostRoutes = %v with the route via %s", verr, tc.existing)
+			}
+		})
+	}
+}
+
+// TestHostRoutesRaceConcurrent is finding 7 as it happens: many first ADDs
+// on a fresh node ensure the same two routes at once. Every one succeeds and
+// both routes are there once.
+func TestHostRoutesRaceConcurrent(t *testing.T) {
+	testutil.RequireRoot(t)
+	node := hostRoutesNode(t)
+	routes := []*types.Route{hostRoute(t, "10.0.0.0/24", "172.16.0.2"), hostRoute(t, "10.1.0.0/24", "172.16.0.2")}
+	const n = 32
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = node.Do(func(ns.NetNS) error {
+				<-start
+				_, err := EnsureHostRoutes(routes)
+				return err
+			})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("EnsureHostRoutes #%d: %v", i, err)
+		}
+	}
+	for _, dst := range []string{"10.0.0.0/24", "10.1.0.0/24"} {
+		if r := testutil.MustRunIn(t, node, "ip", "route", "show", "exact", dst); strings.Count(r, "via 172.16.0.2") != 1 {
+			t.Errorf("want one route %s via 172.16.0.2, got %q", dst, r)
+		}
 	}
 }
 

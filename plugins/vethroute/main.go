@@ -80,15 +80,16 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 
+	// hostRoutes are node configuration shared by every attachment: a
+	// failed ADD leaves those it added, which a concurrent ADD may already
+	// rely on (routing.EnsureHostRoutes).
 	added, err := routing.EnsureHostRoutes(conf.HostRoutes)
+	if len(added) > 0 {
+		log.Info("added node routes", "hostRoutes", len(added))
+	}
 	if err != nil {
 		return cniError(err)
 	}
-	defer func() {
-		if err != nil {
-			routing.RemoveHostRoutes(added)
-		}
-	}()
 
 	if conf.IPMasq {
 		if err := ip.SetupIPMasqForNetworks(conf.IPMasqBackend, masqNets(addrs), conf.Name, args.IfName, args.ContainerID); err != nil {
