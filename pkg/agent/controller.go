@@ -60,8 +60,9 @@ type Config struct {
 	// RetryBase and RetryMax bound the exponential backoff of failed
 	// reconciles.
 	RetryBase, RetryMax time.Duration
-	// ClusterCIDRs are extra pod CIDRs that masquerading treats as inside
-	// the cluster, besides every node's spec.podCIDRs.
+	// ClusterCIDRs are the cluster's pod CIDRs: a Node's pod CIDR outside
+	// them gets no route, and masquerading treats them as inside the
+	// cluster.
 	ClusterCIDRs []netip.Prefix
 	// EnableForwarding, when set, turns on IP forwarding for the families
 	// of this node's pod CIDRs (routing.EnableForwarding).
@@ -261,7 +262,10 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 		errs = append(errs, err)
 	}
 	if c.masq != nil {
-		if err := c.masq.Sync(ctx, c.podCIDRs(nodes)); err != nil {
+		// Only the operator's cluster CIDRs: every pod CIDR a route is
+		// accepted for lies inside them, and a Node cannot widen the set
+		// (a pod CIDR of 0.0.0.0/0 would turn masquerading off).
+		if err := c.masq.Sync(ctx, c.cfg.ClusterCIDRs); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -334,7 +338,7 @@ func (c *Controller) syncRoutes(nodes []*corev1.Node) error {
 	if err != nil {
 		return err
 	}
-	desired, problems := DesiredRoutes(c.cfg.NodeName, nodes, connected)
+	desired, problems := DesiredRoutes(c.cfg.NodeName, nodes, Scope{ClusterCIDRs: c.cfg.ClusterCIDRs, Connected: connected})
 	want := make([]noderoutes.Route, len(desired))
 	owner := map[netip.Prefix]string{}
 	for i, d := range desired {
@@ -351,6 +355,10 @@ func (c *Controller) syncRoutes(nodes []*corev1.Node) error {
 	c.report(nodes, problems)
 	c.metrics.RoutesProgrammed.Set(float64(res.Programmed))
 	c.metrics.RouteProblems.Set(float64(len(problems)))
+	c.metrics.PodCIDRsRefused.Reset()
+	for _, p := range problems {
+		c.metrics.PodCIDRsRefused.WithLabelValues(p.Reason).Inc()
+	}
 	if res.Added+res.Replaced+res.Removed > 0 {
 		c.log.Info("programmed routes", "added", res.Added, "replaced", res.Replaced, "removed", res.Removed, "programmed", res.Programmed)
 	}
@@ -385,19 +393,6 @@ func (c *Controller) report(nodes []*corev1.Node, problems []Problem) {
 			c.log.Info("problem resolved", "node", k.node, "reason", k.reason)
 		}
 	}
-}
-
-// podCIDRs returns every node's pod CIDRs plus the configured cluster CIDRs.
-func (c *Controller) podCIDRs(nodes []*corev1.Node) []netip.Prefix {
-	out := slices.Clone(c.cfg.ClusterCIDRs)
-	for _, n := range nodes {
-		for _, s := range PodCIDRs(n) {
-			if p, err := netip.ParsePrefix(s); err == nil {
-				out = append(out, p.Masked())
-			}
-		}
-	}
-	return out
 }
 
 func findNode(nodes []*corev1.Node, name string) *corev1.Node {

@@ -30,6 +30,11 @@ const (
 	ReasonBadPodCIDR    = "InvalidPodCIDR"
 	ReasonOverlap       = "PodCIDROverlap"
 	ReasonRouteConflict = "RouteConflict"
+	// ReasonOutsideCluster: the pod CIDR lies outside --cluster-cidrs.
+	ReasonOutsideCluster = "PodCIDROutsideCluster"
+	// ReasonCoversNodeNetwork: the pod CIDR overlaps a subnet of the node
+	// network or contains a node's address.
+	ReasonCoversNodeNetwork = "PodCIDRCoversNodeNetwork"
 )
 
 // PodCIDRs returns a node's pod subnets: spec.podCIDRs, or the older single
@@ -66,40 +71,59 @@ func InternalIPs(n *corev1.Node) (v4, v6 netip.Addr) {
 	return v4, v6
 }
 
+// Scope is what a node's pod CIDR must lie inside and keep clear of before
+// any node routes toward it. Node objects can be written by anyone allowed
+// to create or patch Nodes, so a pod CIDR is hostile input: without a scope
+// a Node claiming 0.0.0.0/1, another node's address or the node network
+// would pull that traffic toward itself on every node.
+type Scope struct {
+	// ClusterCIDRs are the cluster's pod CIDRs, set by the operator: every
+	// accepted pod CIDR lies inside one of them.
+	ClusterCIDRs []netip.Prefix
+	// Connected are this node's directly connected subnets; a pod CIDR
+	// overlapping one would take over the node's own network.
+	Connected []netip.Prefix
+}
+
 // DesiredRoutes computes the routes this node (self) needs: for every other
 // node, one route per pod subnet through that node's InternalIP of the same
-// family. A subnet is skipped, with a Problem, when the node has no
-// InternalIP of its family, when the InternalIP is outside every prefix in
-// connected (the kernel would refuse it as a next hop), when the subnet is
-// malformed, or when it overlaps this node's own pod subnets or a subnet
-// already routed to another node (nodes are taken in name order, so the
-// choice is stable).
-func DesiredRoutes(self string, nodes []*corev1.Node, connected []netip.Prefix) ([]NodeRoute, []Problem) {
+// family. A subnet is refused, with a Problem, when it is malformed or an
+// IPv4-mapped IPv6 prefix, when it lies outside scope's cluster CIDRs, when
+// it overlaps a connected subnet of this node or contains any Node's
+// address, when it overlaps this node's own pod subnets, and when it
+// overlaps another node's: then neither node gets a route, since nothing
+// in the Node objects tells which claim is true. It is skipped, also with a
+// Problem, when the node has no InternalIP of its family or that InternalIP
+// is outside every connected subnet (the kernel would refuse it as a next
+// hop).
+func DesiredRoutes(self string, nodes []*corev1.Node, scope Scope) ([]NodeRoute, []Problem) {
 	sorted := slices.Clone(nodes)
 	slices.SortFunc(sorted, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
 
-	var claimed []claim
-	for _, n := range sorted {
-		if n.Name != self {
-			continue
-		}
-		for _, c := range PodCIDRs(n) {
-			if p, err := netip.ParsePrefix(c); err == nil {
-				claimed = append(claimed, claim{p.Masked(), n.Name})
-			}
-		}
-	}
-
-	var routes []NodeRoute
 	var problems []Problem
 	report := func(n *corev1.Node, reason, format string, a ...any) {
 		problems = append(problems, Problem{Node: n.Name, Reason: reason, Message: fmt.Sprintf(format, a...)})
 	}
+	var own []netip.Prefix
+	var addrs []netip.Addr
+	for _, n := range sorted {
+		if n.Name == self {
+			for _, c := range PodCIDRs(n) {
+				if p, err := netip.ParsePrefix(c); err == nil {
+					own = append(own, p.Masked())
+				}
+			}
+		}
+		addrs = append(addrs, nodeAddrs(n)...)
+	}
+
+	// Every claim that is acceptable on its own, before claims are
+	// compared with each other.
+	var claims []claim
 	for _, n := range sorted {
 		if n.Name == self {
 			continue
 		}
-		v4, v6 := InternalIPs(n)
 		for _, c := range PodCIDRs(n) {
 			p, err := netip.ParsePrefix(c)
 			if err != nil {
@@ -107,25 +131,50 @@ func DesiredRoutes(self string, nodes []*corev1.Node, connected []netip.Prefix) 
 				continue
 			}
 			p = p.Masked()
-			if other, ok := overlapping(claimed, p); ok {
-				report(n, ReasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s; no route to it from %s", p, n.Name, other.prefix, other.node, self)
-				continue
+			switch {
+			case p.Addr().Is4In6():
+				report(n, ReasonBadPodCIDR, "pod CIDR %s of node %s is an IPv4-mapped IPv6 prefix, which no pod can use; no route to it from %s", p, n.Name, self)
+			case !insideAny(scope.ClusterCIDRs, p):
+				report(n, ReasonOutsideCluster, "pod CIDR %s of node %s is outside the cluster's pod CIDRs %v (vethroute-agent --cluster-cidrs); no route to it from %s", p, n.Name, scope.ClusterCIDRs, self)
+			default:
+				if c, ok := overlapsAny(scope.Connected, p); ok {
+					report(n, ReasonCoversNodeNetwork, "pod CIDR %s of node %s overlaps %s, a subnet directly connected to node %s; no route to it from %s", p, n.Name, c, self, self)
+					continue
+				}
+				if a, ok := containsAny(p, addrs); ok {
+					report(n, ReasonCoversNodeNetwork, "pod CIDR %s of node %s contains %s, a node's address; no route to it from %s", p, n.Name, a, self)
+					continue
+				}
+				if o, ok := overlapsAny(own, p); ok {
+					report(n, ReasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s itself; no route to it from %s", p, n.Name, o, self, self)
+					continue
+				}
+				claims = append(claims, claim{prefix: p, node: n})
 			}
-			gw, fam := v4, "IPv4"
-			if p.Addr().Is6() {
-				gw, fam = v6, "IPv6"
-			}
-			if !gw.IsValid() {
-				report(n, ReasonNoInternalIP, "node %s has no %s InternalIP to route its pod CIDR %s through; no route to it from %s", n.Name, fam, p, self)
-				continue
-			}
-			if !containedIn(connected, gw) {
-				report(n, ReasonUnreachable, "InternalIP %s of node %s is not on a subnet directly connected to node %s; no route to pod CIDR %s from %s", gw, n.Name, self, p, self)
-				continue
-			}
-			claimed = append(claimed, claim{p, n.Name})
-			routes = append(routes, NodeRoute{Node: n.Name, Route: noderoutes.Route{Dst: p, Gw: gw}})
 		}
+	}
+
+	var routes []NodeRoute
+	for i, cl := range claims {
+		n, p := cl.node, cl.prefix
+		if other, ok := contested(claims, i); ok {
+			report(n, ReasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s; neither gets a route from %s until one of them is corrected", p, n.Name, other.prefix, other.node.Name, self)
+			continue
+		}
+		v4, v6 := InternalIPs(n)
+		gw, fam := v4, "IPv4"
+		if p.Addr().Is6() {
+			gw, fam = v6, "IPv6"
+		}
+		if !gw.IsValid() {
+			report(n, ReasonNoInternalIP, "node %s has no %s InternalIP to route its pod CIDR %s through; no route to it from %s", n.Name, fam, p, self)
+			continue
+		}
+		if !containedIn(scope.Connected, gw) {
+			report(n, ReasonUnreachable, "InternalIP %s of node %s is not on a subnet directly connected to node %s; no route to pod CIDR %s from %s", gw, n.Name, self, p, self)
+			continue
+		}
+		routes = append(routes, NodeRoute{Node: n.Name, Route: noderoutes.Route{Dst: p, Gw: gw}})
 	}
 	return routes, problems
 }
@@ -138,16 +187,56 @@ type NodeRoute struct {
 
 type claim struct {
 	prefix netip.Prefix
-	node   string
+	node   *corev1.Node
 }
 
-func overlapping(claims []claim, p netip.Prefix) (claim, bool) {
-	for _, c := range claims {
-		if c.prefix.Overlaps(p) {
+// contested returns a claim of another node that overlaps claims[i].
+func contested(claims []claim, i int) (claim, bool) {
+	for j, c := range claims {
+		if j != i && c.node.Name != claims[i].node.Name && c.prefix.Overlaps(claims[i].prefix) {
 			return c, true
 		}
 	}
 	return claim{}, false
+}
+
+// nodeAddrs returns the IP addresses a Node reports of itself.
+func nodeAddrs(n *corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
+}
+
+func overlapsAny(prefixes []netip.Prefix, p netip.Prefix) (netip.Prefix, bool) {
+	for _, q := range prefixes {
+		if q.Overlaps(p) {
+			return q, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// insideAny reports whether p lies wholly inside one of prefixes.
+func insideAny(prefixes []netip.Prefix, p netip.Prefix) bool {
+	for _, q := range prefixes {
+		if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAny(p netip.Prefix, addrs []netip.Addr) (netip.Addr, bool) {
+	for _, a := range addrs {
+		if p.Contains(a) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 func containedIn(prefixes []netip.Prefix, a netip.Addr) bool {

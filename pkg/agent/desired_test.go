@@ -10,7 +10,8 @@ import (
 )
 
 func TestDesiredRoutes(t *testing.T) {
-	connected := []string{"172.16.0.0/24", "fd00:172:16::/64"}
+	connected := []string{"172.16.0.0/24", "fd00:172:16::/64", "10.3.0.0/24"}
+	cluster := []string{"10.0.0.0/12", "192.168.0.0/16", "fd00::/16"}
 	tests := []struct {
 		name  string
 		nodes []*corev1.Node
@@ -108,13 +109,75 @@ func TestDesiredRoutes(t *testing.T) {
 			problems: []string{"router02 " + ReasonOverlap},
 		},
 		{
-			name: "duplicate pod CIDR goes to the first node by name",
+			// Nothing in the Node objects says which claim is true, so
+			// neither node wins.
+			name: "duplicate pod CIDR: neither node gets a route",
 			nodes: []*corev1.Node{
 				node("router03", []string{"10.0.0.0/24"}, "172.16.0.3"),
 				node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
 			},
+			problems: []string{"router02 " + ReasonOverlap, "router03 " + ReasonOverlap},
+		},
+		{
+			// Finding 1: a more specific prefix claimed by a Node that
+			// sorts first took the real owner's traffic and route.
+			name: "more specific prefix of another node: neither gets a route",
+			nodes: []*corev1.Node{
+				node("aaa-hijack", []string{"10.0.0.0/25"}, "172.16.0.9"),
+				node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+				node("router03", []string{"10.1.0.0/24"}, "172.16.0.3"),
+			},
+			want:     []string{"10.1.0.0/24 via 172.16.0.3 (router03)"},
+			problems: []string{"aaa-hijack " + ReasonOverlap, "router02 " + ReasonOverlap},
+		},
+		{
+			name: "half of the address space is outside the cluster",
+			nodes: []*corev1.Node{
+				node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+				node("evil", []string{"128.0.0.0/1", "2000::/3"}, "172.16.0.9", "fd00:172:16::9"),
+			},
 			want:     []string{"10.0.0.0/24 via 172.16.0.2 (router02)"},
-			problems: []string{"router03 " + ReasonOverlap},
+			problems: []string{"evil " + ReasonOutsideCluster, "evil " + ReasonOutsideCluster},
+		},
+		{
+			name: "default route",
+			nodes: []*corev1.Node{
+				node("evil", []string{"0.0.0.0/0", "::/0"}, "172.16.0.9", "fd00:172:16::9"),
+			},
+			problems: []string{"evil " + ReasonOutsideCluster, "evil " + ReasonOutsideCluster},
+		},
+		{
+			name: "a prefix spanning other nodes overlaps them all",
+			nodes: []*corev1.Node{
+				node("router01", []string{"192.168.0.0/24"}, "172.16.0.1"),
+				node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+				node("evil", []string{"10.0.0.0/15"}, "172.16.0.9"),
+			},
+			problems: []string{"evil " + ReasonOverlap, "router02 " + ReasonOverlap},
+		},
+		{
+			name: "another node's address as a host route",
+			nodes: []*corev1.Node{
+				node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+				node("router03", []string{"10.1.0.0/24"}, "10.2.0.3"),
+				node("evil", []string{"10.2.0.3/32"}, "172.16.0.9"),
+			},
+			want:     []string{"10.0.0.0/24 via 172.16.0.2 (router02)"},
+			problems: []string{"evil " + ReasonCoversNodeNetwork, "router03 " + ReasonUnreachable},
+		},
+		{
+			name: "a prefix inside the node network",
+			nodes: []*corev1.Node{
+				node("evil", []string{"10.3.0.128/25"}, "172.16.0.9"),
+			},
+			problems: []string{"evil " + ReasonCoversNodeNetwork},
+		},
+		{
+			name: "IPv4-mapped IPv6 pod CIDR",
+			nodes: []*corev1.Node{
+				node("evil", []string{"::ffff:10.0.0.0/120"}, "fd00:172:16::9"),
+			},
+			problems: []string{"evil " + ReasonBadPodCIDR},
 		},
 		{
 			name: "host bits in a pod CIDR are masked",
@@ -126,7 +189,7 @@ func TestDesiredRoutes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			routes, problems := DesiredRoutes("router01", tc.nodes, prefixes(t, connected...))
+			routes, problems := DesiredRoutes("router01", tc.nodes, Scope{ClusterCIDRs: prefixes(t, cluster...), Connected: prefixes(t, connected...)})
 			var got []string
 			for _, r := range routes {
 				got = append(got, fmt.Sprintf("%s via %s (%s)", r.Dst, r.Gw, r.Node))

@@ -17,6 +17,9 @@ type Metrics struct {
 	// RouteProblems is the number of pod CIDRs skipped in the last
 	// reconcile (unreachable InternalIP, conflicting route, ...).
 	RouteProblems prometheus.Gauge
+	// PodCIDRsRefused is the number of other nodes' pod CIDRs skipped in
+	// the last reconcile, by the reason of the Event on the Node.
+	PodCIDRsRefused *prometheus.GaugeVec
 	// Reconciles counts reconciles by result ("success" or "error").
 	Reconciles *prometheus.CounterVec
 	// ReconcileErrors counts failed reconciles.
@@ -42,6 +45,10 @@ func NewMetrics() *Metrics {
 			Namespace: ns, Name: "route_problems",
 			Help: "Pod CIDRs of other nodes skipped in the last reconcile (see the Node's Events).",
 		}),
+		PodCIDRsRefused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "pod_cidrs_refused",
+			Help: "Pod CIDRs of other nodes given no route in the last reconcile, by reason (the Event reason on the Node).",
+		}, []string{"reason"}),
 		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "reconciles_total",
 			Help: "Reconciles of routes, CNI configuration and masquerade rules, by result.",
@@ -65,7 +72,7 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(
-		m.RoutesProgrammed, m.RouteProblems, m.Reconciles, m.ReconcileErrors,
+		m.RoutesProgrammed, m.RouteProblems, m.PodCIDRsRefused, m.Reconciles, m.ReconcileErrors,
 		m.ReconcileDuration, m.LastSuccess, m.ConfWrites,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

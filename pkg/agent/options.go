@@ -57,7 +57,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.RouteProtocol, "route-protocol", int(noderoutes.DefaultProtocol), "route protocol number that tags (and marks as the agent's) the routes to other nodes")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "how often routes are re-applied against drift without an API change")
 	fs.BoolVar(&o.Masquerade, "masquerade", false, "masquerade pod traffic leaving the cluster's pod CIDRs (nftables table inet vethroute-agent)")
-	fs.StringVar(&o.ClusterCIDRs, "cluster-cidrs", "", "comma-separated extra pod CIDRs that masquerading treats as inside the cluster")
+	fs.StringVar(&o.ClusterCIDRs, "cluster-cidrs", "", "comma-separated pod CIDRs of the cluster (kube-controller-manager's --cluster-cidr), required: a Node's pod CIDR outside them gets no route, and masquerading treats them as inside the cluster")
 	fs.BoolVar(&o.EnableForwarding, "enable-forwarding", true, "turn on IP forwarding for the families of this node's pod CIDRs")
 	fs.StringVar(&o.HealthAddr, "health-addr", ":9387", "listen address of /healthz, /readyz and /metrics; empty disables")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -101,8 +101,10 @@ func (o *Options) Validate(getenv func(string) string) error {
 	if o.MTU != 0 && (o.MTU < 68 || o.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("--mtu %d is outside 68..65535", o.MTU))
 	}
-	if _, err := o.clusterCIDRs(); err != nil {
+	if cidrs, err := o.clusterCIDRs(); err != nil {
 		errs = append(errs, err)
+	} else if len(cidrs) == 0 {
+		errs = append(errs, errors.New("--cluster-cidrs is required: the cluster's pod CIDRs (kube-controller-manager's --cluster-cidr), e.g. 10.244.0.0/16,fd00:10:244::/56; Node pod CIDRs outside them get no route"))
 	}
 	if o.LogFormat != "text" && o.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q is neither text nor json", o.LogFormat))
@@ -122,6 +124,12 @@ func (o *Options) clusterCIDRs() ([]netip.Prefix, error) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("--cluster-cidrs: %w", err)
+		}
+		switch {
+		case p.Bits() == 0:
+			return nil, fmt.Errorf("--cluster-cidrs: %s would let any Node route every address; give the cluster's pod CIDRs", p)
+		case p.Addr().Is4In6():
+			return nil, fmt.Errorf("--cluster-cidrs: %s is IPv4-mapped IPv6; write the IPv4 prefix", p)
 		}
 		out = append(out, p.Masked())
 	}

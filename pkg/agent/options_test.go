@@ -15,7 +15,10 @@ func TestOptionsValidate(t *testing.T) {
 		wantErr  string
 		wantNode string
 	}{
-		{name: "defaults with NODE_NAME", wantNode: "from-env"},
+		{name: "defaults with NODE_NAME", args: []string{"--cluster-cidrs=10.244.0.0/16"}, wantNode: "from-env"},
+		{name: "cluster CIDRs are required", wantErr: "--cluster-cidrs is required"},
+		{name: "cluster CIDR of everything", args: []string{"--cluster-cidrs=0.0.0.0/0"}, wantErr: "--cluster-cidrs"},
+		{name: "IPv4-mapped cluster CIDR", args: []string{"--cluster-cidrs=::ffff:10.0.0.0/104"}, wantErr: "--cluster-cidrs"},
 		{name: "flag wins over env", args: []string{"--node-name=n1"}, wantNode: "n1"},
 		{name: "plugin's protocol refused", args: []string{"--route-protocol=86"}, wantErr: "--route-protocol"},
 		{name: "kernel protocol refused", args: []string{"--route-protocol=2"}, wantErr: "--route-protocol"},
@@ -38,7 +41,11 @@ func TestOptionsValidate(t *testing.T) {
 			var o Options
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
 			o.AddFlags(fs)
-			if err := fs.Parse(tc.args); err != nil {
+			args := tc.args
+			if !strings.Contains(strings.Join(args, " "), "--cluster-cidrs") && !strings.Contains(tc.name, "required") {
+				args = append([]string{"--cluster-cidrs=10.244.0.0/16"}, args...)
+			}
+			if err := fs.Parse(args); err != nil {
 				t.Fatal(err)
 			}
 			err := o.Validate(getenv)

@@ -118,6 +118,7 @@ func TestAgentTwoRouters(t *testing.T) {
 			"--resync-period=1s",
 			"--health-addr=" + healthAddr,
 			"--log-level=debug",
+			"--cluster-cidrs=10.0.0.0/12,192.168.0.0/16",
 		}
 		if r == r1 {
 			args = append(args, "--masquerade")
@@ -153,7 +154,7 @@ func TestAgentTwoRouters(t *testing.T) {
 			testutil.MustRunIn(t, r1.node.NS, "nft", "list", "ruleset"))
 	}
 	nft := testutil.MustRunIn(t, r1.node.NS, "nft", "list", "table", "inet", "vethroute-agent")
-	for _, want := range []string{"10.0.0.0/24", "192.168.0.0/24", "masquerade"} {
+	for _, want := range []string{"10.0.0.0/12", "192.168.0.0/16", "masquerade"} {
 		if !strings.Contains(nft, want) {
 			t.Errorf("router01's masquerade table lacks %s:\n%s", want, nft)
 		}
