@@ -66,8 +66,12 @@ func fuzzStore(t *testing.T) (dataDir string, sentinel func() string) {
 	}
 }
 
+// fuzzIfNames are valid CNI interface names, chosen to look like what the
+// store itself writes (a ".tmp" suffix) or could mistake for a path.
+var fuzzIfNames = []string{"eth0", "net1.tmp", "a", "cursor.0", "x-y_z.1", "tmp", "..a", "e.tmp.tmp"}
+
 func fuzzOwner(i byte) Owner {
-	return Owner{ContainerID: fmt.Sprintf("ctr%d", i%8), IfName: "eth0"}
+	return Owner{ContainerID: fmt.Sprintf("ctr%d", i%8), IfName: fuzzIfNames[int(i/8)%len(fuzzIfNames)]}
 }
 
 // FuzzOwnerKey checks that an owner the store accepts round-trips through
@@ -76,7 +80,7 @@ func FuzzOwnerKey(f *testing.F) {
 	for _, s := range [][2]string{
 		{"c1", "eth0"}, {"../../etc", "eth0"}, {"c1", "../x"}, {"c:1", "eth0"}, {"c1", "e:th0"},
 		{"", "eth0"}, {"c1", ""}, {".", "."}, {"c1", strings.Repeat("e", 16)}, {strings.Repeat("c", 300), "eth0"},
-		{"c\x00", "eth0"}, {"c1", "eth\n0"}, {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "net1"},
+		{"c\x00", "eth0"}, {"c1", "eth\n0"}, {"c1", "net1.tmp"}, {"c1", "cursor.0"}, {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "net1"},
 	} {
 		f.Add(s[0], s[1])
 	}

@@ -242,9 +242,6 @@ func (p *Pool) List() ([]Reservation, error) {
 	}
 	out := make([]Reservation, 0, len(names))
 	for _, n := range names {
-		if strings.HasSuffix(n, ".tmp") {
-			continue
-		}
 		o, err := parseOwner(n)
 		if err != nil {
 			return nil, err

@@ -235,6 +235,42 @@ func TestGC(t *testing.T) {
 	}
 }
 
+// TestGCKeepsTmpInterfaceName is issue 14's finding 2: "net1.tmp" is a
+// valid interface name (Multus lets users pick one), and GC must neither skip
+// its owner record nor free the address it holds while the attachment is
+// valid.
+func TestGCKeepsTmpInterfaceName(t *testing.T) {
+	p := openPool(t, t.TempDir(), rangeSet(t, "10.9.0.0/24"))
+	live := Owner{ContainerID: "c1", IfName: "net1.tmp"}
+	stale := Owner{ContainerID: "c2", IfName: "eth0.tmp"}
+	leases, err := p.Allocate(live, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Allocate(stale, nil); err != nil {
+		t.Fatal(err)
+	}
+	released, err := p.GC(func(o Owner) bool { return o == live })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(released) != 1 || released[0].Owner != stale {
+		t.Errorf("GC released %v, want only %s", released, stale)
+	}
+	held, err := p.Get(live)
+	if err != nil || len(held) != 1 || !held[0].Equal(leases[0].Address.IP) {
+		t.Fatalf("after GC %s holds %v (%v), want %s", live, held, err, leases[0].Address.IP)
+	}
+	// The address is still claimed: a new owner gets another one.
+	other, err := p.Allocate(Owner{ContainerID: "c3", IfName: "eth0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other[0].Address.IP.Equal(leases[0].Address.IP) {
+		t.Fatalf("%s handed out twice after GC", other[0].Address.IP)
+	}
+}
+
 func TestStoreRefusesUnsafeState(t *testing.T) {
 	tests := []struct {
 		name  string

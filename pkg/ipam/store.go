@@ -227,6 +227,9 @@ func (s *store) createRecord(name, content string) error {
 }
 
 // replaceRecord atomically swaps a record's content (used for hints only).
+// Its temporary name lies beside name at the network's top level, never in
+// ips/ or owners/, whose every entry is a record: any suffix is a valid
+// interface name, so no name there can be told apart as a leftover.
 func (s *store) replaceRecord(name, content string) error {
 	tmp := name + ".tmp"
 	_ = s.root.Remove(tmp)
