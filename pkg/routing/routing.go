@@ -249,5 +249,12 @@ func addrFlags(ip net.IP) int {
 	return f
 }
 
-func isExist(err error) bool    { return errors.Is(err, unix.EEXIST) }
-func isNotFound(err error) bool { return errors.As(err, new(netlink.LinkNotFoundError)) }
+func isExist(err error) bool { return errors.Is(err, unix.EEXIST) }
+
+// isNotFound reports a link that is already gone, in any of the forms the
+// kernel and netlink give: a failed lookup by name, or ENODEV (or ENOENT)
+// from an operation on an index that vanished meanwhile, for example
+// deleted by the agent's reaper after the plugin stopped waiting for it.
+func isNotFound(err error) bool {
+	return errors.As(err, new(netlink.LinkNotFoundError)) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
+}

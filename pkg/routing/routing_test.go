@@ -369,3 +369,45 @@ func TestCollectGarbageVia(t *testing.T) {
 		})
 	}
 }
+
+// TestTeardownAfterLateReaper is issue 14's finding 5: the reaper deletes the
+// link but answers too late (or its answer is lost), so the plugin deletes
+// the link itself and the kernel says ENODEV. The link is gone, which is what
+// DEL and GC want: both succeed.
+func TestTeardownAfterLateReaper(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, verb := range []string{"DEL", "GC"} {
+		t.Run(verb, func(t *testing.T) {
+			node := testutil.NewNS(t)
+			a := &Attachment{Network: "rt", ContainerID: "c1", IfName: "eth0", NetNS: testutil.NewNS(t).Path(), MTU: 1500,
+				Addresses: []Address{addr(t, "10.5.0.2/24", "10.5.0.1")}}
+			if err := inNode(t, node, func() error { _, err := Setup(a); return err }); err != nil {
+				t.Fatalf("Setup: %v", err)
+			}
+			lateUnlink := func(link netlink.Link, _ string) error {
+				h, err := netlink.NewHandleAt(netns.NsHandle(node.Fd()))
+				if err != nil {
+					return err
+				}
+				defer h.Close()
+				if err := h.LinkDel(link); err != nil {
+					return err
+				}
+				return errors.New("reaper: no answer before the deadline")
+			}
+			err := inNode(t, node, func() error {
+				if verb == "DEL" {
+					return TeardownVia("rt", "c1", "eth0", lateUnlink)
+				}
+				_, err := CollectGarbageVia("rt", func(string, string) bool { return false }, lateUnlink)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("%s after a late reaper: %v", verb, err)
+			}
+			if links := testutil.MustRunIn(t, node, "ip", "-o", "link", "show"); strings.Contains(links, HostVethName("c1", "eth0")) {
+				t.Fatalf("host veth still there: %s", links)
+			}
+		})
+	}
+}
