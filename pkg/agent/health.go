@@ -8,13 +8,20 @@ import (
 
 // Handler serves the agent's HTTP endpoints:
 //
-//	/healthz  200 while the process serves requests (liveness)
+//	/healthz  200 while every part in live answers nil, else 503 (liveness)
 //	/readyz   200 once ready() holds, 503 before (readiness)
-//	/metrics  Prometheus metrics of m
-func Handler(m *Metrics, ready func() bool) http.Handler {
+//	/metrics  Prometheus metrics of m, when m is not nil
+func Handler(m *Metrics, ready func() bool, live ...func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		for _, l := range live {
+			if err := l(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte(err.Error() + "\n"))
+				return
+			}
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -26,6 +33,13 @@ func Handler(m *Metrics, ready func() bool) http.Handler {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	if m != nil {
+		mux.Handle("GET /metrics", MetricsHandler(m))
+	}
 	return mux
+}
+
+// MetricsHandler serves m in the Prometheus text format.
+func MetricsHandler(m *Metrics) http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
 }

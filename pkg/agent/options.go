@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -36,6 +37,7 @@ type Options struct {
 	ClusterCIDRs     string
 	EnableForwarding bool
 	HealthAddr       string
+	MetricsAddr      string
 	LogLevel         string
 	LogFormat        string
 	ShutdownTimeout  time.Duration
@@ -59,7 +61,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Masquerade, "masquerade", false, "masquerade pod traffic leaving the cluster's pod CIDRs (nftables table inet vethroute-agent)")
 	fs.StringVar(&o.ClusterCIDRs, "cluster-cidrs", "", "comma-separated pod CIDRs of the cluster (kube-controller-manager's --cluster-cidr), required: a Node's pod CIDR outside them gets no route, and masquerading treats them as inside the cluster")
 	fs.BoolVar(&o.EnableForwarding, "enable-forwarding", true, "turn on IP forwarding for the families of this node's pod CIDRs")
-	fs.StringVar(&o.HealthAddr, "health-addr", ":9387", "listen address of /healthz, /readyz and /metrics; empty disables")
+	fs.StringVar(&o.HealthAddr, "health-addr", "127.0.0.1:9387", "listen address of /healthz and /readyz (and /metrics unless --metrics-addr is set); empty disables")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "listen address of /metrics alone, e.g. the node's address for Prometheus; empty serves /metrics on --health-addr")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a SIGTERM waits for the HTTP server and event sink to drain")
@@ -95,6 +98,13 @@ func (o *Options) Validate(getenv func(string) string) error {
 	if o.RouteProtocol < 1 || o.RouteProtocol > 255 || o.RouteProtocol == 86 || o.RouteProtocol <= 4 {
 		errs = append(errs, fmt.Errorf("--route-protocol %d must be 5..255 and not 86 (the plugin's)", o.RouteProtocol))
 	}
+	if o.MetricsAddr != "" {
+		addr, err := normalizeHostPort(o.MetricsAddr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-addr: %w", err))
+		}
+		o.MetricsAddr = addr
+	}
 	if o.ResyncPeriod < time.Second {
 		errs = append(errs, fmt.Errorf("--resync-period %s is below 1s", o.ResyncPeriod))
 	}
@@ -113,6 +123,24 @@ func (o *Options) Validate(getenv func(string) string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// normalizeHostPort accepts host:port, and also an IPv6 address without
+// brackets followed by :port, which is what "$(HOST_IP):9387" becomes in a
+// DaemonSet on an IPv6 node.
+func normalizeHostPort(addr string) (string, error) {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr, nil
+	}
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", fmt.Errorf("%q is not host:port", addr)
+	}
+	ip, err := netip.ParseAddr(addr[:i])
+	if err != nil {
+		return "", fmt.Errorf("%q is not host:port", addr)
+	}
+	return net.JoinHostPort(ip.String(), addr[i+1:]), nil
 }
 
 func (o *Options) clusterCIDRs() ([]netip.Prefix, error) {

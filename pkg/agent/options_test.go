@@ -27,6 +27,8 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "bad network name", args: []string{"--network-name=a:b"}, wantErr: "--network-name"},
 		{name: "bad cluster CIDR", args: []string{"--cluster-cidrs=10.0.0.0/8,nope"}, wantErr: "--cluster-cidrs"},
 		{name: "cluster CIDRs", args: []string{"--cluster-cidrs=10.0.0.0/8, fd00::/48"}, wantNode: "from-env"},
+		{name: "metrics on an IPv6 node address", args: []string{"--metrics-addr=fd00::1:9387"}, wantNode: "from-env"},
+		{name: "metrics address without port", args: []string{"--metrics-addr=10.0.0.1"}, wantErr: "--metrics-addr"},
 		{name: "resync too short", args: []string{"--resync-period=10ms"}, wantErr: "--resync-period"},
 		{name: "bad log level", args: []string{"--log-level=loud"}, wantErr: "--log-level"},
 		{name: "bad log format", args: []string{"--log-format=xml"}, wantErr: "--log-format"},

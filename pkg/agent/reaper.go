@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
@@ -13,22 +15,24 @@ import (
 
 // startReaper serves the plugin's DEL requests on socket (package reaper)
 // in the agent's network namespace, the node's, and exports the server's
-// counts and the deletions still in the kernel as metrics. The returned function
-// stops the server and waits for deletions still in the kernel.
-func startReaper(ctx context.Context, socket string, m *Metrics, log *slog.Logger) (func(), error) {
+// counts and the deletions still in the kernel as metrics. The returned stop
+// function stops the server and waits for deletions still in the kernel;
+// alive reports why the server stopped serving, if it did (for /healthz:
+// without a reaper every DEL waits for its timeout).
+func startReaper(ctx context.Context, socket string, m *Metrics, log *slog.Logger) (stop func(), alive func() error, err error) {
 	nsh, err := netns.Get()
 	if err != nil {
-		return nil, fmt.Errorf("reaper: open own network namespace: %w", err)
+		return nil, nil, fmt.Errorf("reaper: open own network namespace: %w", err)
 	}
 	srv, err := reaper.NewServer(nsh, 0, log.With("component", "reaper"))
 	if err != nil {
 		nsh.Close()
-		return nil, fmt.Errorf("reaper: %w", err)
+		return nil, nil, fmt.Errorf("reaper: %w", err)
 	}
 	ln, err := reaper.Listen(socket)
 	if err != nil {
 		nsh.Close()
-		return nil, fmt.Errorf("reaper: %w", err)
+		return nil, nil, fmt.Errorf("reaper: %w", err)
 	}
 	if m != nil {
 		for result, c := range map[string]func() uint64{
@@ -51,24 +55,37 @@ func startReaper(ctx context.Context, socket string, m *Metrics, log *slog.Logge
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	var serveErr atomic.Pointer[error]
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ctx, ln); err != nil {
+		err := srv.Serve(ctx, ln)
+		if ctx.Err() == nil {
+			if err == nil {
+				err = errors.New("reaper stopped serving")
+			}
+			serveErr.Store(&err)
 			log.Error("reaper stopped", "err", err)
 		}
 	}()
 	log.Info("serving the reaper", "socket", socket)
-	return func() {
+	stop = func() {
 		cancel()
 		<-done
 		nsh.Close()
-	}, nil
+	}
+	alive = func() error {
+		if e := serveErr.Load(); e != nil {
+			return fmt.Errorf("reaper on %s: %w", socket, *e)
+		}
+		return nil
+	}
+	return stop, alive, nil
 }
 
 // RunReaper serves only the reaper on socket until ctx ends: the
 // `vethroute-agent reaper` command, for nodes that run no Kubernetes.
 func RunReaper(ctx context.Context, socket string, log *slog.Logger) error {
-	stop, err := startReaper(ctx, socket, nil, log)
+	stop, _, err := startReaper(ctx, socket, nil, log)
 	if err != nil {
 		return err
 	}

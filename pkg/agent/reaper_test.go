@@ -18,7 +18,7 @@ import (
 func TestStartReaperMetrics(t *testing.T) {
 	m := NewMetrics()
 	socket := filepath.Join(t.TempDir(), "reaper.sock")
-	stop, err := startReaper(context.Background(), socket, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	stop, _, err := startReaper(context.Background(), socket, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("startReaper: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/netutil"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -89,27 +90,44 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 		return err
 	}
 
-	var srv *http.Server
-	if o.HealthAddr != "" {
-		ln, err := net.Listen("tcp", o.HealthAddr)
-		if err != nil {
-			return fmt.Errorf("listen on --health-addr %s: %w", o.HealthAddr, err)
-		}
-		srv = &http.Server{Handler: Handler(metrics, ctrl.Ready), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("health server stopped", "err", err)
-			}
-		}()
-		log.Info("serving /healthz, /readyz and /metrics", "addr", ln.Addr().String())
-	}
-
+	var live []func() error
 	if o.ReaperSocket != "" {
-		stopReaper, err := startReaper(ctx, o.ReaperSocket, metrics, log)
+		stopReaper, reaperAlive, err := startReaper(ctx, o.ReaperSocket, metrics, log)
 		if err != nil {
 			return err
 		}
 		defer stopReaper()
+		live = append(live, reaperAlive)
+	}
+
+	var servers []*http.Server
+	defer func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+		defer cancel()
+		for _, srv := range servers {
+			if err := srv.Shutdown(shutCtx); err != nil {
+				log.Warn("HTTP server shutdown", "addr", srv.Addr, "err", err)
+			}
+		}
+	}()
+	if o.HealthAddr != "" {
+		h := Handler(metrics, ctrl.Ready, live...)
+		if o.MetricsAddr != "" {
+			// /metrics only on its own address; health stays local.
+			h = Handler(nil, ctrl.Ready, live...)
+		}
+		srv, err := serveHTTP(o.HealthAddr, h, log)
+		if err != nil {
+			return fmt.Errorf("--health-addr: %w", err)
+		}
+		servers = append(servers, srv)
+	}
+	if o.MetricsAddr != "" {
+		srv, err := serveHTTP(o.MetricsAddr, MetricsHandler(metrics), log)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		servers = append(servers, srv)
 	}
 
 	log.Info("starting", "version", version, "conf", cfg.ConfPath, "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "resync", o.ResyncPeriod)
@@ -117,19 +135,50 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	runErr := ctrl.Run(ctx)
 
 	log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-	defer cancel()
-	if srv != nil {
-		if err := srv.Shutdown(shutCtx); err != nil {
-			log.Warn("health server shutdown", "err", err)
-		}
-	}
 	factory.Shutdown()
 	if runErr != nil && ctx.Err() == nil {
 		return runErr
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// HTTP limits of the health and metrics servers. Anything on the node, or
+// any pod where the address is reachable, can connect: idle or slow
+// connections are cut and their number capped, so that they cannot exhaust
+// the agent's memory or descriptors. Health and metrics have separate
+// servers, so connections to one never hold the other's slots.
+const (
+	maxHTTPConns      = 64
+	httpHeaderTimeout = 5 * time.Second
+	httpIOTimeout     = 10 * time.Second
+	httpIdleTimeout   = 30 * time.Second
+	httpMaxHeader     = 8 << 10
+)
+
+// serveHTTP serves h on addr, with the limits above, until the returned
+// server is shut down.
+func serveHTTP(addr string, h http.Handler, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Addr:              ln.Addr().String(),
+		Handler:           h,
+		ReadHeaderTimeout: httpHeaderTimeout,
+		ReadTimeout:       httpIOTimeout,
+		WriteTimeout:      httpIOTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeader,
+	}
+	go func() {
+		if err := srv.Serve(netutil.LimitListener(ln, maxHTTPConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", "addr", srv.Addr, "err", err)
+		}
+	}()
+	log.Info("serving HTTP", "addr", srv.Addr)
+	return srv, nil
 }
 
 func loadTemplate(path string) (*template.Template, error) {
