@@ -13,7 +13,9 @@
 // reaper answers, the plugin deletes the interface itself, as before.
 //
 // The protocol is one JSON request and one JSON answer per connection on a
-// Unix socket that only root may use.
+// Unix socket that only root may use. The request carries a descriptor of
+// the client's network namespace (SCM_RIGHTS): only a client in the served
+// namespace is heard, and a refusal says nothing but "refused".
 package reaper
 
 import (
@@ -24,6 +26,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +41,8 @@ const maxMessage = 4096
 type Request struct {
 	// NetNS is the inode number of the requester's network namespace. A
 	// reaper serves one namespace; a name and an index mean nothing in
-	// another, so a request from elsewhere is refused.
+	// another, so a request from elsewhere is refused. The server trusts
+	// the namespace descriptor sent with the request, not this number.
 	NetNS uint64 `json:"netns"`
 	Name  string `json:"name"`
 	Index int    `json:"index"`
@@ -80,7 +84,7 @@ func Delete(socket string, req Request, timeout time.Duration) error {
 	if err := conn.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("reaper %s: %w", socket, err)
 	}
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
+	if err := sendRequest(conn.(*net.UnixConn), req); err != nil {
 		return fmt.Errorf("reaper %s: send request: %w", socket, err)
 	}
 	var a answer
@@ -96,6 +100,24 @@ func Delete(socket string, req Request, timeout time.Duration) error {
 	return nil
 }
 
+// sendRequest sends req with a descriptor of the calling thread's network
+// namespace, which the server compares with the one it serves.
+func sendRequest(conn *net.UnixConn, req Request) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	runtime.UnlockOSThread()
+	if err != nil {
+		return fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer unix.Close(fd)
+	_, _, err = conn.WriteMsgUnix(append(b, '\n'), unix.UnixRights(fd), nil)
+	return err
+}
+
 // socketDirMode and socketMode keep the socket root's: a request deletes
 // interfaces on the node.
 const (
@@ -103,12 +125,23 @@ const (
 	socketMode    = 0o600
 )
 
-// Listen creates the Unix socket at path, replacing a stale one left by a
-// previous reaper, in a directory only root can enter.
+// Listen creates the Unix socket at path in a directory only root can
+// enter. The directory's mode is set even when it exists (a kubelet creates
+// a hostPath directory 0755), since a client that can reach the socket file
+// is what the mode guards. A socket a live reaper answers on is never
+// replaced: the second reaper fails, naming the path; a stale one (nobody
+// listening, a previous reaper's) is removed.
 func Listen(path string) (*net.UnixListener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, socketDirMode); err != nil {
 		return nil, fmt.Errorf("create socket directory %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, socketDirMode); err != nil {
+		return nil, fmt.Errorf("chmod socket directory %s: %w", dir, err)
+	}
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("listen on %s: another reaper serves this socket; stop it first", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
@@ -117,6 +150,9 @@ func Listen(path string) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
+	// Closing the listener must not unlink a socket that a later reaper
+	// may have put at the same path.
+	ln.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, socketMode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)

@@ -2,11 +2,16 @@ package reaper
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,10 +20,104 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vethroute/vethroute/internal/testutil"
 	"github.com/vethroute/vethroute/pkg/routing"
 )
+
+// TestMain lets the test binary act as the reaper's client in a process of
+// its own: the server admits a peer by the network namespace of its
+// process, so a request must come from a process in the served namespace,
+// as the plugin's does on a node.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(clientEnv); spec != "" {
+		os.Exit(runClient(spec))
+	}
+	os.Exit(m.Run())
+}
+
+const clientEnv = "VETHROUTE_REAPER_TEST_CLIENT"
+
+// clientSpec is what the client process does: Delete(Socket, Req), or send
+// Raw as is and print the answer.
+type clientSpec struct {
+	Socket string
+	Req    Request
+	Raw    string
+}
+
+func runClient(spec string) int {
+	var c clientSpec
+	if err := json.Unmarshal([]byte(spec), &c); err != nil {
+		fmt.Println(err)
+		return 2
+	}
+	if c.Raw != "" {
+		conn, err := net.Dial("unix", c.Socket)
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		_, _, _ = conn.(*net.UnixConn).WriteMsgUnix([]byte(c.Raw), unix.UnixRights(fd), nil)
+		answer, _ := io.ReadAll(io.LimitReader(conn, maxMessage))
+		fmt.Print(string(answer))
+		return 1
+	}
+	if err := Delete(c.Socket, c.Req, 5*time.Second); err != nil {
+		fmt.Print(err)
+		return 1
+	}
+	return 0
+}
+
+// client runs spec in a new process in netns, started through prefix (a
+// program and its arguments, e.g. setpriv) when given. Its error carries
+// what the client printed.
+func (r *rig) client(t *testing.T, netns ns.NetNS, spec clientSpec, prefix ...string) error {
+	t.Helper()
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := append(slices.Clone(prefix), os.Args[0], "-test.run=^$")
+	var out []byte
+	var runErr error
+	if err := netns.Do(func(ns.NetNS) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), clientEnv+"="+string(b))
+		out, runErr = cmd.Output()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var exit *exec.ExitError
+	switch {
+	case runErr == nil:
+		return nil
+	case errors.As(runErr, &exit) && exit.ExitCode() == 1:
+		return errors.New(string(out))
+	default:
+		t.Fatalf("reaper client %v: %v\n%s", argv, runErr, out)
+		return nil
+	}
+}
+
+// delete asks the reaper to delete req's link from a process in the
+// served namespace, as the plugin does.
+func (r *rig) delete(t *testing.T, req Request) error {
+	t.Helper()
+	return r.client(t, r.node, clientSpec{Socket: r.socket, Req: req})
+}
 
 // rig is a reaper serving a fresh node namespace, with a container
 // namespace to put veth peers in.
@@ -131,7 +230,7 @@ func TestDelete(t *testing.T) {
 				l := r.veth(t, "vrtaaaaaaaa004", 0, "someone else's")
 				return Request{NetNS: r.nodeIno, Name: "vrtaaaaaaaa004", Index: l.Attrs().Index, Alias: alias}
 			},
-			wantErr: "is not the host veth", wantRemains: true,
+			wantErr: "refused", wantRemains: true,
 		},
 		{
 			name: "another attachment's link is refused",
@@ -139,7 +238,7 @@ func TestDelete(t *testing.T) {
 				l := r.veth(t, "vrtaaaaaaaa005", routing.LinkGroup, routing.Alias("net1", "other", "eth0"))
 				return Request{NetNS: r.nodeIno, Name: "vrtaaaaaaaa005", Index: l.Attrs().Index, Alias: alias}
 			},
-			wantErr: "is not the host veth", wantRemains: true,
+			wantErr: "refused", wantRemains: true,
 		},
 		{
 			name: "alias that is not vethroute's is refused",
@@ -147,7 +246,7 @@ func TestDelete(t *testing.T) {
 				l := r.veth(t, "vrtaaaaaaaa006", routing.LinkGroup, "")
 				return Request{NetNS: r.nodeIno, Name: "vrtaaaaaaaa006", Index: l.Attrs().Index, Alias: "x"}
 			},
-			wantErr: "is not the host veth", wantRemains: true,
+			wantErr: "refused", wantRemains: true,
 		},
 		{
 			name: "stale index is refused",
@@ -155,7 +254,7 @@ func TestDelete(t *testing.T) {
 				l := r.veth(t, "vrtaaaaaaaa007", routing.LinkGroup, alias)
 				return Request{NetNS: r.nodeIno, Name: "vrtaaaaaaaa007", Index: l.Attrs().Index + 1000, Alias: alias}
 			},
-			wantErr: "is not the host veth", wantRemains: true,
+			wantErr: "refused", wantRemains: true,
 		},
 		{
 			name: "request from another namespace is refused",
@@ -167,18 +266,21 @@ func TestDelete(t *testing.T) {
 				}
 				return Request{NetNS: other, Name: "vrtaaaaaaaa008", Index: l.Attrs().Index, Alias: alias}
 			},
-			wantErr: "network namespace", wantRemains: true,
+			wantErr: "refused", wantRemains: true,
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			req := tc.setup(t)
-			err := Delete(r.socket, req, 5*time.Second)
+			err := r.delete(t, req)
 			switch {
 			case tc.wantErr == "" && err != nil:
 				t.Fatalf("Delete: %v", err)
 			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 				t.Fatalf("Delete: got %v, want an error containing %q", err, tc.wantErr)
+			case tc.wantErr == "refused" && !strings.HasSuffix(strings.TrimSpace(err.Error()), ": refused"):
+				// Finding 3: a refusal tells the client nothing more.
+				t.Fatalf("refusal %q says more than \"refused\"", err)
 			}
 			// Delete returns once the link is unlisted: no waiting here.
 			if got := r.exists(t, req.Name); got != tc.wantRemains {
@@ -205,8 +307,8 @@ func TestDeleteBusy(t *testing.T) {
 	if got := r.srv.InFlight(); got != cap(r.srv.slots) {
 		t.Fatalf("InFlight with every slot taken = %d, want %d", got, cap(r.srv.slots))
 	}
-	err := Delete(r.socket, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}, 5*time.Second)
-	if !errors.Is(err, ErrBusy) {
+	err := r.delete(t, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias})
+	if err == nil || !strings.Contains(err.Error(), ErrBusy.Error()) {
 		t.Fatalf("Delete with no free slot: got %v, want ErrBusy", err)
 	}
 	if !r.exists(t, l.Attrs().Name) {
@@ -215,7 +317,7 @@ func TestDeleteBusy(t *testing.T) {
 	for range cap(r.srv.slots) {
 		<-r.srv.slots
 	}
-	if err := Delete(r.socket, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}, 5*time.Second); err != nil {
+	if err := r.delete(t, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}); err != nil {
 		t.Fatalf("Delete after slots freed: %v", err)
 	}
 }
@@ -231,7 +333,7 @@ func TestSlowDeletionIsCounted(t *testing.T) {
 	})
 	alias := routing.Alias("net1", "ctr1", "eth0")
 	l := r.veth(t, "vrtcccccccc001", routing.LinkGroup, alias)
-	if err := Delete(r.socket, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}, 5*time.Second); err != nil {
+	if err := r.delete(t, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	// The answer may come before the kernel has finished; wait for it.
@@ -266,31 +368,17 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 
 func TestDeleteWithoutServer(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "none.sock")
-	start := time.Now()
 	err := Delete(socket, Request{Name: "vrt000000000000"}, 2*time.Second)
 	if err == nil || !strings.Contains(err.Error(), socket) {
 		t.Fatalf("Delete without a server: got %v, want an error naming %s", err, socket)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("Delete without a server took %s; it must fail at once", d)
 	}
 }
 
 func TestMalformedRequest(t *testing.T) {
 	r := newRig(t)
-	conn, err := net.Dial("unix", r.socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte("{not json\n")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, maxMessage)
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, _ := conn.Read(buf)
-	if !strings.Contains(string(buf[:n]), "decode request") {
-		t.Fatalf("answer to a malformed request: %q, want a decode error", buf[:n])
+	err := r.client(t, r.node, clientSpec{Socket: r.socket, Raw: "{not json\n"})
+	if err == nil || !strings.Contains(err.Error(), "decode request") {
+		t.Fatalf("answer to a malformed request: %v, want a decode error", err)
 	}
 }
 
@@ -307,4 +395,137 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
 	ln2.Close()
+}
+
+// TestPeerInOtherNetNSIsRefused is issue 14's finding 3: root without
+// capabilities in another network namespace (a container given the socket's
+// directory) sends a request that is right in every field, as a refusal or a
+// guess could have told it. The server judges the peer by the namespace the
+// kernel reports for its process, so the link survives and the answer says
+// nothing but "refused".
+func TestPeerInOtherNetNSIsRefused(t *testing.T) {
+	r := newRig(t)
+	alias := routing.Alias("net1", "ctr1", "eth0")
+	l := r.veth(t, "vrtdddddddd001", routing.LinkGroup, alias)
+	req := Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}
+	noCaps := []string{"setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"}
+	err := r.client(t, r.cont, clientSpec{Socket: r.socket, Req: req}, noCaps...)
+	if err == nil {
+		t.Fatal("a client in another network namespace had the node's link deleted")
+	}
+	if !strings.HasSuffix(strings.TrimSpace(err.Error()), ": refused") {
+		t.Errorf("refusal %q says more than \"refused\"", err)
+	}
+	if !r.exists(t, l.Attrs().Name) {
+		t.Fatal("link deleted on a request from another network namespace")
+	}
+	// The same request from the served namespace is honoured.
+	if err := r.delete(t, req); err != nil {
+		t.Fatalf("Delete from the node's namespace: %v", err)
+	}
+}
+
+// TestListenGuardsTheSocket: the directory is made root's even when it
+// exists with a wider mode (a kubelet creates hostPath directories 0755),
+// and a second reaper cannot take over a live reaper's socket.
+func TestListenGuardsTheSocket(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "reaper.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("socket directory mode = %v (%v), want 0700", fi.Mode().Perm(), err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if ln2, err := Listen(path); err == nil {
+		ln2.Close()
+		t.Fatal("a second Listen took over the socket a live reaper serves")
+	} else if !strings.Contains(err.Error(), path) {
+		t.Errorf("second Listen: %v, want an error naming %s", err, path)
+	}
+	if c, err := net.Dial("unix", path); err != nil {
+		t.Fatalf("the first reaper's socket is gone: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+// TestAcceptErrorsDoNotStopServer is issue 14's finding 4: with its
+// descriptors used up, accept fails with EMFILE; the server must pause and
+// go on, not end, so that DEL works again once descriptors are free.
+func TestAcceptErrorsDoNotStopServer(t *testing.T) {
+	r := newRig(t)
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	// A few descriptors above what the process holds now: the idle
+	// connections below (two descriptors each, both ends in this
+	// process) use them up and the server's accept meets EMFILE.
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	low := unix.Rlimit{Cur: uint64(len(fds) + 16), Max: old.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+				t.Errorf("restore RLIMIT_NOFILE: %v", err)
+			}
+		}
+	}
+	defer restore()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 64 && r.srv.Stats.AcceptErrors.Load() == 0; i++ {
+		c, err := net.Dial("unix", r.socket)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		conns = append(conns, c)
+	}
+	for i := 0; i < 100 && r.srv.Stats.AcceptErrors.Load() == 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.srv.Stats.AcceptErrors.Load() == 0 {
+		t.Fatalf("accept never failed with %d descriptors allowed and %d connections held", low.Cur, len(conns))
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	restore()
+
+	alias := routing.Alias("net1", "ctr1", "eth0")
+	l := r.veth(t, "vrteeeeeeee001", routing.LinkGroup, alias)
+	if err := r.delete(t, Request{NetNS: r.nodeIno, Name: l.Attrs().Name, Index: l.Attrs().Index, Alias: alias}); err != nil {
+		t.Fatalf("Delete after accept failures: %v", err)
+	}
+	if r.exists(t, l.Attrs().Name) {
+		t.Fatal("link still there after Delete")
+	}
 }

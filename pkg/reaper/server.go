@@ -1,6 +1,7 @@
 package reaper
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,8 @@ type Stats struct {
 	Refused atomic.Uint64
 	// Failed counts deletions the kernel rejected or that timed out.
 	Failed atomic.Uint64
+	// AcceptErrors counts failed accepts the server retried.
+	AcceptErrors atomic.Uint64
 	// Slow counts deletions that have been in the kernel for the server's
 	// slow threshold (30 s), counted when they reach it.
 	Slow atomic.Uint64
@@ -55,6 +58,7 @@ type Stats struct {
 type Server struct {
 	ns    netns.NsHandle
 	nsIno uint64
+	nsDev uint64
 	// local is set when ns is the process's own namespace: the server then
 	// never switches namespaces, which needs CAP_SYS_ADMIN that the agent's
 	// container does not have (NET_ADMIN is enough to delete a link).
@@ -87,7 +91,7 @@ func NewServer(ns netns.NsHandle, maxInFlight int, log *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
-	return &Server{ns: ns, nsIno: st.Ino, local: own == st.Ino, slots: make(chan struct{}, maxInFlight), slowAfter: slowDeletion, log: log}, nil
+	return &Server{ns: ns, nsIno: st.Ino, nsDev: st.Dev, local: own == st.Ino, slots: make(chan struct{}, maxInFlight), slowAfter: slowDeletion, log: log}, nil
 }
 
 // InFlight returns how many deletions are still in the kernel. It stays
@@ -105,19 +109,37 @@ func (s *Server) openNetlink() (netlinksafe.Handle, error) {
 }
 
 // Serve answers connections on ln until ctx ends, then closes ln and waits
-// for the deletions still in the kernel.
+// for the deletions still in the kernel. A failed accept that can pass (too
+// many open files, a connection aborted before it was taken) is retried
+// after a pause that doubles up to maxAcceptBackoff, as net/http's server
+// does: one burst of connections must not stop the reaper for good. Any
+// other failure ends Serve with an error, which the agent reports on
+// /healthz.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer s.wg.Wait()
+	var pause time.Duration
 	for {
 		conn, err := ln.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("accept on reaper socket: %w", err)
+			if !temporaryAcceptError(err) {
+				return fmt.Errorf("accept on reaper socket: %w", err)
+			}
+			pause = min(max(2*pause, minAcceptBackoff), maxAcceptBackoff)
+			s.Stats.AcceptErrors.Add(1)
+			s.log.Warn("accept on reaper socket failed; retrying", "err", err, "in", pause)
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
+		pause = 0
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -126,16 +148,30 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 }
 
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// temporaryAcceptError reports the accept failures that go away by
+// themselves: descriptor or memory exhaustion and a peer that gave up.
+func temporaryAcceptError(err error) bool {
+	for _, errno := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED, unix.EINTR} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
 // handle serves one connection: one request, one answer.
 func (s *Server) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(connTimeout))
 	var req Request
-	err := checkPeer(conn)
+	err := checkPeerUser(conn)
 	if err == nil {
-		if derr := json.NewDecoder(io.LimitReader(conn, maxMessage)).Decode(&req); derr != nil {
-			err = fmt.Errorf("decode request: %w", derr)
-		}
+		err = s.readRequest(conn, &req)
 	}
 	if err == nil {
 		err = s.delete(req)
@@ -149,8 +185,11 @@ func (s *Server) handle(conn *net.UnixConn) {
 		s.Stats.Refused.Add(1)
 		a.Busy = true
 	case errors.Is(err, errRefused):
+		// The details stay in the log: a refusal tells a client that
+		// may be hostile nothing about the node (namespace, indexes,
+		// aliases) that it could use for its next request.
 		s.Stats.Refused.Add(1)
-		a.Error = err.Error()
+		a.Error = errRefused.Error()
 		s.log.Warn("refused a delete request", "link", req.Name, "err", err)
 	default:
 		s.Stats.Failed.Add(1)
@@ -163,10 +202,10 @@ func (s *Server) handle(conn *net.UnixConn) {
 // errRefused marks requests turned down before anything was deleted.
 var errRefused = errors.New("refused")
 
-// checkPeer admits only root (or the server's own user): a request deletes
-// an interface of the node. The socket's mode says the same; this holds
-// even if the file's mode is changed.
-func checkPeer(conn *net.UnixConn) error {
+// checkPeerUser admits only root (or the server's own user), as the kernel
+// reports the peer (SO_PEERCRED): a request deletes an interface of the
+// node. The socket's mode says the same; this holds even if it changes.
+func checkPeerUser(conn *net.UnixConn) error {
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		return err
@@ -185,6 +224,64 @@ func checkPeer(conn *net.UnixConn) error {
 		return fmt.Errorf("peer uid %d is not root: %w", cred.Uid, errRefused)
 	}
 	return nil
+}
+
+// readRequest reads the request and the descriptor of the client's network
+// namespace that comes with it (SCM_RIGHTS), and admits the request only
+// when that namespace is the one the server serves. A descriptor is proof
+// the kernel checked, not a number the client chose: root in another
+// namespace (a container given the socket's directory) holds no descriptor
+// of the node's namespace. Reading /proc/<peer pid>/ns/net instead would
+// need ptrace access to the plugin, which the agent, with NET_ADMIN alone,
+// does not have.
+func (s *Server) readRequest(conn *net.UnixConn, req *Request) error {
+	buf := make([]byte, maxMessage)
+	oob := make([]byte, unix.CmsgSpace(4*maxFDs))
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return fmt.Errorf("read request: %w", err)
+	}
+	fds, err := receivedFDs(oob[:oobn])
+	for _, fd := range fds {
+		defer unix.Close(fd)
+	}
+	if err != nil {
+		return fmt.Errorf("read request: %v: %w", err, errRefused)
+	}
+	if len(fds) != 1 {
+		return fmt.Errorf("request came with %d descriptors, want its network namespace's: %w", len(fds), errRefused)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fds[0], &st); err != nil {
+		return fmt.Errorf("stat the client's namespace descriptor: %v: %w", err, errRefused)
+	}
+	if st.Ino != s.nsIno || st.Dev != s.nsDev {
+		return fmt.Errorf("client in network namespace %d, this reaper serves %d: %w", st.Ino, s.nsIno, errRefused)
+	}
+	body := io.MultiReader(bytes.NewReader(buf[:n]), io.LimitReader(conn, int64(maxMessage-n)))
+	if err := json.NewDecoder(body).Decode(req); err != nil {
+		return fmt.Errorf("decode request: %w", err)
+	}
+	return nil
+}
+
+// maxFDs bounds the descriptors read with a request; more are refused.
+const maxFDs = 4
+
+func receivedFDs(oob []byte) ([]int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var fds []int
+	for _, m := range msgs {
+		got, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
 }
 
 // delete removes the link req names and returns once the namespace no
