@@ -2,8 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -153,5 +158,60 @@ func TestResultEveryVersion(t *testing.T) {
 				t.Errorf("dns lost: %s", raw)
 			}
 		})
+	}
+}
+
+// TestLogFileIsNotFollowed is issue 14's finding 8: a symbolic link
+// planted at logFile must not make the plugin (root) append to its target.
+func TestLogFileIsNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "shadow")
+	if err := os.WriteFile(target, []byte("keep\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "vethroute.log")
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	log, closer := newLogger(&NetConf{LogFile: path, LogLevel: "debug"})
+	log.Info("must not land in the link's target")
+	closer.Close()
+	if b, _ := os.ReadFile(target); string(b) != "keep\n" {
+		t.Fatalf("the log was written through a symlink into %s: %q", target, b)
+	}
+}
+
+// TestLogFileIsCapped: past maxLogSize the file is rotated to logFile.1.
+func TestLogFileIsCapped(t *testing.T) {
+	old := maxLogSize
+	maxLogSize = 200
+	t.Cleanup(func() { maxLogSize = old })
+	path := filepath.Join(t.TempDir(), "vethroute.log")
+	for i := range 20 {
+		log, closer := newLogger(&NetConf{LogFile: path, LogLevel: "info"})
+		log.Info("a line of some length to fill the file", "i", i)
+		closer.Close()
+	}
+	for _, p := range []string{path, path + ".1"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One line may land after the check: at most one line over.
+		if fi.Size() > maxLogSize+200 {
+			t.Errorf("%s is %d bytes, cap %d", p, fi.Size(), maxLogSize)
+		}
+	}
+}
+
+// TestIOErrorsAreCode5: a file system that takes no write is an I/O failure
+// (code 5), not 999.
+func TestIOErrorsAreCode5(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EROFS, syscall.ENOSPC, syscall.EDQUOT, syscall.EIO} {
+		err := cniError(fmt.Errorf("claim 10.0.0.2: %w", &os.PathError{Op: "symlink", Path: "/var/lib/cni/vethroute/x", Err: errno}))
+		var te *types.Error
+		if !errors.As(err, &te) || te.Code != types.ErrIOFailure {
+			t.Errorf("%v: got %v, want code %d", errno, err, types.ErrIOFailure)
+		}
 	}
 }

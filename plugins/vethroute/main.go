@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -342,6 +343,18 @@ func checkContainerID(id string) error {
 
 // cniError maps an error to the CNI error code that tells the runtime what
 // to do, keeping the message. Errors that already carry a code pass through.
+// isIOErrno reports a file system that cannot take a write (read-only,
+// full, out of inodes or quota, failing): the node's problem, not the
+// configuration's, so CNI's I/O failure rather than a generic error.
+func isIOErrno(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EROFS, syscall.ENOSPC, syscall.EDQUOT, syscall.EIO} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
 func cniError(err error) error {
 	if err == nil {
 		return nil
@@ -356,7 +369,7 @@ func cniError(err error) error {
 		code = types.ErrTryAgainLater
 	case errors.Is(err, ipam.ErrConflict):
 		code = types.ErrInvalidNetworkConfig
-	case errors.Is(err, ipam.ErrCorrupt), errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, ipam.ErrCorrupt), errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist), isIOErrno(err):
 		code = types.ErrIOFailure
 	case errors.Is(err, routing.ErrNetNS):
 		code = types.ErrInvalidNetNS
