@@ -95,8 +95,8 @@ func (o *Options) Validate(getenv func(string) string) error {
 	if !filepath.IsAbs(o.IPAMDataDir) {
 		errs = append(errs, fmt.Errorf("--ipam-data-dir %q is not absolute", o.IPAMDataDir))
 	}
-	if o.RouteProtocol < 1 || o.RouteProtocol > 255 || o.RouteProtocol == 86 || o.RouteProtocol <= 4 {
-		errs = append(errs, fmt.Errorf("--route-protocol %d must be 5..255 and not 86 (the plugin's)", o.RouteProtocol))
+	if owner := routeProtocolOwner(o.RouteProtocol); owner != "" {
+		errs = append(errs, fmt.Errorf("--route-protocol %d belongs to %s; the agent deletes every route of its protocol, so pick one no other program uses (5..7, 19..41, 43..98 without 86, 100..185, 193..255)", o.RouteProtocol, owner))
 	}
 	if o.MetricsAddr != "" {
 		addr, err := normalizeHostPort(o.MetricsAddr)
@@ -123,6 +123,30 @@ func (o *Options) Validate(getenv func(string) string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// routeProtocolOwner names who owns route protocol p (the kernel's RTPROT_*
+// list, as /etc/iproute2/rt_protos shows it), or "" when p is free for the
+// agent. The agent deletes routes of its protocol that it does not want, so
+// sharing one with a routing daemon would delete that daemon's routes.
+func routeProtocolOwner(p int) string {
+	switch {
+	case p < 0 || p > 255:
+		return "no one: it is outside 0..255"
+	case p <= 4:
+		return "the kernel (unspec, redirect, kernel, boot, static)"
+	case p >= 8 && p <= 18:
+		return "routing daemons (gated, ra, mrt, zebra, bird, dnrouted, xorp, ntk, dhcp, mrouted, keepalived)"
+	case p == 42:
+		return "babel"
+	case p == 86:
+		return "the vethroute plugin's hostRoutes"
+	case p == 99:
+		return "openr"
+	case p >= 186 && p <= 192:
+		return "routing daemons (bgp, isis, ospf, rip, eigrp)"
+	}
+	return ""
 }
 
 // normalizeHostPort accepts host:port, and also an IPv6 address without
