@@ -44,9 +44,14 @@ unit:
 	$(GO) test -count=1 ./pkg/... ./plugins/...
 
 ## race: the unit tests and the agent's integration test under the race detector (the agent's informer, workqueue and health server share state)
-race:
+# The agent under test is a process of its own: it is built with -race too,
+# into bin-race/ beside a copy of the plugin, so the race detector watches
+# the informer, workqueue and HTTP servers, not only the test's side.
+race: build
 	$(GO) test -race -count=1 ./pkg/... ./plugins/... ./internal/... ./deploy/...
-	$(TESTENV) $(GO) test -race -count=1 ./test/agent/
+	mkdir -p bin-race && cp $(BIN)/vethroute bin-race/vethroute
+	CGO_ENABLED=1 $(GO) build -race -o bin-race/vethroute-agent ./cmd/vethroute-agent
+	VETHROUTE_BIN_DIR=$(CURDIR)/bin-race $(GO) test -race -count=1 ./test/agent/
 
 ## k8s-bins: kube-apiserver, etcd and kubectl for the agent's tests (cached outside the repo)
 k8s-bins:
@@ -118,5 +123,5 @@ install: build
 
 ## clean: remove build output
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) bin-race
 	$(GO) clean -testcache

@@ -231,6 +231,10 @@ func TestAgentTwoRouters(t *testing.T) {
 		if err != nil || code != 0 {
 			t.Errorf("%s's agent exit code %d (%v) on SIGTERM\n%s", r.name, code, err, r.agent.Log())
 		}
+		// make race runs this test with an agent built with -race.
+		if strings.Contains(r.agent.Log(), "WARNING: DATA RACE") {
+			t.Errorf("%s's agent reported a data race:\n%s", r.name, r.agent.Log())
+		}
 	}
 	if _, err := os.Stat(filepath.Join(r1.confDir, "10-vethroute.conflist")); err != nil {
 		t.Errorf("conflist removed on shutdown: %v", err)
