@@ -36,17 +36,17 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		kinds = append(kinds, k)
 	}
 	slices.Sort(kinds)
-	if want := []string{"ClusterRole", "ClusterRoleBinding", "DaemonSet", "ServiceAccount"}; !slices.Equal(kinds, want) {
+	if want := []string{"ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role", "RoleBinding", "ServiceAccount"}; !slices.Equal(kinds, want) {
 		t.Fatalf("kinds = %v, want %v", kinds, want)
 	}
 }
 
-// TestClusterRoleIsMinimal pins the agent's permissions to what it uses:
-// read Nodes, write Events.
-func TestClusterRoleIsMinimal(t *testing.T) {
-	role := load(t)["ClusterRole"].Object.(*rbacv1.ClusterRole)
+// rules flattens RBAC rules to "group/resource:verbs" and refuses rules by
+// resource name or URL.
+func rules(t *testing.T, rs []rbacv1.PolicyRule) []string {
+	t.Helper()
 	var got []string
-	for _, r := range role.Rules {
+	for _, r := range rs {
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				got = append(got, g+"/"+res+":"+strings.Join(r.Verbs, ","))
@@ -57,15 +57,34 @@ func TestClusterRoleIsMinimal(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	if want := []string{"/events:create,patch", "/nodes:get,list,watch"}; !slices.Equal(got, want) {
+	return got
+}
+
+// TestRBACIsMinimal pins the agent's permissions to what it uses: read
+// Nodes cluster-wide, write Events only in "default", where the API keeps
+// Events about Nodes.
+func TestRBACIsMinimal(t *testing.T) {
+	ms := load(t)
+	role := ms["ClusterRole"].Object.(*rbacv1.ClusterRole)
+	if got, want := rules(t, role.Rules), []string{"/nodes:get,list,watch"}; !slices.Equal(got, want) {
 		t.Errorf("ClusterRole rules = %v, want %v", got, want)
 	}
-	ms := load(t)
+	events := ms["Role"].Object.(*rbacv1.Role)
+	if got, want := rules(t, events.Rules), []string{"/events:create,patch"}; !slices.Equal(got, want) || events.Namespace != "default" {
+		t.Errorf("Role %s/%s rules = %v, want %v in namespace default", events.Namespace, events.Name, got, want)
+	}
 	crb := ms["ClusterRoleBinding"].Object.(*rbacv1.ClusterRoleBinding)
+	rb := ms["RoleBinding"].Object.(*rbacv1.RoleBinding)
 	sa := ms["ServiceAccount"].Object.(*corev1.ServiceAccount)
 	ds := ms["DaemonSet"].Object.(*appsv1.DaemonSet)
-	if crb.RoleRef.Name != role.Name || len(crb.Subjects) != 1 || crb.Subjects[0].Name != sa.Name || crb.Subjects[0].Namespace != sa.Namespace {
+	bindsSA := func(s []rbacv1.Subject) bool {
+		return len(s) == 1 && s[0].Kind == "ServiceAccount" && s[0].Name == sa.Name && s[0].Namespace == sa.Namespace
+	}
+	if crb.RoleRef.Kind != "ClusterRole" || crb.RoleRef.Name != role.Name || !bindsSA(crb.Subjects) {
 		t.Errorf("binding %+v does not bind ClusterRole %s to ServiceAccount %s/%s", crb, role.Name, sa.Namespace, sa.Name)
+	}
+	if rb.Namespace != events.Namespace || rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != events.Name || !bindsSA(rb.Subjects) {
+		t.Errorf("binding %+v does not bind Role %s/%s to ServiceAccount %s/%s", rb, events.Namespace, events.Name, sa.Namespace, sa.Name)
 	}
 	if ds.Spec.Template.Spec.ServiceAccountName != sa.Name || ds.Namespace != sa.Namespace {
 		t.Errorf("DaemonSet runs as %s/%s, want %s/%s", ds.Namespace, ds.Spec.Template.Spec.ServiceAccountName, sa.Namespace, sa.Name)
