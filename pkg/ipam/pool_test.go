@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
+	"golang.org/x/sys/unix"
 )
 
 // rangeSet builds a canonical range set from "subnet[,start,end[,gw]]" specs.
@@ -418,5 +420,93 @@ func mustSymlink(t *testing.T, target, path string) {
 	t.Helper()
 	if err := os.Symlink(target, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRangeSetOfSeveralRanges covers findFree's walk over more than one
+// range of a set: from a cursor in the last range it wraps to a hole in the
+// first, a requested address may lie in any range, and exhaustion is
+// reported only when every range is full.
+func TestRangeSetOfSeveralRanges(t *testing.T) {
+	set := rangeSet(t, "10.9.0.0/24 10.9.0.10 10.9.0.12", "10.9.1.0/24 10.9.1.10 10.9.1.11")
+	p := openPool(t, t.TempDir(), set)
+	want := []string{"10.9.0.10", "10.9.0.11", "10.9.0.12", "10.9.1.10", "10.9.1.11"}
+	for i, w := range want {
+		l, err := p.Allocate(owner(i), nil)
+		if err != nil {
+			t.Fatalf("Allocate #%d: %v", i, err)
+		}
+		if got := l[0].Address.IP.String(); got != w {
+			t.Fatalf("Allocate #%d = %s, want %s (in range order)", i, got, w)
+		}
+	}
+	steps := []struct {
+		name    string
+		release int // owner released first, -1 for none
+		request string
+		want    string // "" means exhausted
+	}{
+		{"cursor in the last range wraps to a hole in the first", 1, "", "10.9.0.11"},
+		{"every range full", -1, "", ""},
+		{"requested address in the second range", 3, "10.9.1.10", "10.9.1.10"},
+		{"hole behind the cursor in the same range", 4, "", "10.9.1.11"},
+	}
+	for i, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.release >= 0 {
+				if _, err := p.Release(owner(st.release)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var req []net.IP
+			if st.request != "" {
+				req = []net.IP{net.ParseIP(st.request)}
+			}
+			l, err := p.Allocate(owner(100+i), req)
+			if st.want == "" {
+				full, ferr := p.Exhausted()
+				if !errors.Is(err, ErrExhausted) || ferr != nil || !full {
+					t.Fatalf("Allocate on a full set = %v, %v; Exhausted() = %v, %v; want ErrExhausted and true", l, err, full, ferr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := l[0].Address.IP.String(); got != st.want {
+				t.Fatalf("Allocate = %s, want %s", got, st.want)
+			}
+		})
+	}
+}
+
+// TestLockTimeoutIsBusy: another process holding the network's lock past
+// the timeout gives ErrBusy, which the plugin reports as "try again later"
+// (CNI code 11), and changes nothing.
+func TestLockTimeoutIsBusy(t *testing.T) {
+	dir := t.TempDir()
+	p := openPool(t, dir, rangeSet(t, "10.9.0.0/29"))
+	old := lockTimeout
+	lockTimeout = time.Millisecond
+	t.Cleanup(func() { lockTimeout = old })
+	f, err := os.Open(filepath.Join(dir, "testnet", lockName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Allocate(owner(1), nil); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Allocate with the lock held elsewhere = %v, want ErrBusy", err)
+	}
+	if _, err := p.Release(owner(1)); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Release with the lock held elsewhere = %v, want ErrBusy", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := p.List(); err != nil || len(rs) != 0 {
+		t.Fatalf("after the refused calls the store holds %v (%v), want nothing", rs, err)
 	}
 }

@@ -147,6 +147,13 @@ func openStore(dataDir, network string) (*store, error) {
 		}
 	}
 	lock, err := root.OpenFile(lockName, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if errors.Is(err, syscall.EROFS) {
+		// A read-only dataDir still serves what only reads (CHECK,
+		// STATUS): flock(2) takes an exclusive lock on a read-only
+		// descriptor too, and every write fails with EROFS on its own,
+		// which callers report as an I/O failure.
+		lock, err = root.OpenFile(lockName, os.O_RDONLY|syscall.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		root.Close()
 		return nil, fmt.Errorf("open lock file %s/%s/%s: %w", dataDir, network, lockName, err)
