@@ -69,7 +69,7 @@ func allocateExternal(conf *NetConf, args *skel.CmdArgs) ([]routing.Address, []*
 	}
 	if len(res.IPs) == 0 {
 		_ = cniipam.ExecDel(conf.IPAM.Type, args.StdinData)
-		return nil, nil, fmt.Errorf("ipam plugin %s returned no address", conf.IPAM.Type)
+		return nil, nil, configError("ipam", "plugin %s returned no address; configure it to hand out one per address family", conf.IPAM.Type)
 	}
 	addrs := make([]routing.Address, 0, len(res.IPs))
 	for _, ipc := range res.IPs {
@@ -77,6 +77,16 @@ func allocateExternal(conf *NetConf, args *skel.CmdArgs) ([]routing.Address, []*
 			_ = cniipam.ExecDel(conf.IPAM.Type, args.StdinData)
 			return nil, nil, types.NewError(types.ErrInvalidNetworkConfig,
 				fmt.Sprintf("ipam plugin %s returned %s without a gateway; configure a gateway for the range, vethroute puts it on the node's veth", conf.IPAM.Type, ipc.Address.String()), "")
+		}
+		if ipc.Address.IP.To4() == nil && conf.MTU < minMTU6 {
+			_ = cniipam.ExecDel(conf.IPAM.Type, args.StdinData)
+			return nil, nil, configError("mtu", "%d is below %d, the minimum for IPv6 address %s that ipam plugin %s returned", conf.MTU, minMTU6, ipc.Address.String(), conf.IPAM.Type)
+		}
+		// loadConf checks the MTU against the built-in IPAM's IPv6 ranges;
+		// an external IPAM's family is known only from its result.
+		if ipc.Address.IP.To4() == nil && conf.MTU < minMTU6 {
+			_ = cniipam.ExecDel(conf.IPAM.Type, args.StdinData)
+			return nil, nil, configError("mtu", "%d is below %d, the minimum for IPv6, and ipam plugin %s returned %s; raise mtu to at least %d", conf.MTU, minMTU6, conf.IPAM.Type, ipc.Address.String(), minMTU6)
 		}
 		addrs = append(addrs, routing.Address{IPNet: ipc.Address, Gateway: ipc.Gateway})
 	}

@@ -100,3 +100,44 @@ func TestIPMasq(t *testing.T) {
 		})
 	}
 }
+
+// TestExternalIPAMFailures: what an external IPAM plugin returns is checked
+// before anything is created, and a refused answer leaves nothing on the
+// node or in the container. The reference static plugin returns exactly
+// the addresses it is given.
+func TestExternalIPAMFailures(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra string
+		ipam  string
+		code  uint
+		msg   string
+	}{
+		{"no address", "", `"addresses": []`, types.ErrInvalidNetworkConfig, "returned no address"},
+		{"address without gateway", "", `"addresses": [{"address": "192.168.0.5/24"}]`, types.ErrInvalidNetworkConfig, "without a gateway"},
+		{
+			// Issue 14's finding 8: the IPv6 minimum MTU held only for the
+			// built-in allocator, which knows its ranges before ADD.
+			"IPv6 address under a 1280 MTU", `, "mtu": 1200`,
+			`"addresses": [{"address": "fd00:10::5/64", "gateway": "fd00:10::1"}]`, types.ErrInvalidNetworkConfig, "mtu",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			node := testutil.NewNode(t, testutil.ReferencePlugins(t, "static"))
+			list := `{"cniVersion": "1.1.0", "name": "` + network + `", "plugins": [{"type": "vethroute"` + tc.extra + `,
+			  "ipam": {"type": "static", ` + tc.ipam + `}}]}`
+			l := node.ConfList(t, list)
+			cont := testutil.NewNS(t)
+			_, err := node.Add(l, testutil.RuntimeConf("extfail", cont.Path(), "eth0"))
+			var te *types.Error
+			if !asCNIError(err, &te) || te.Code != tc.code || !strings.Contains(te.Error(), tc.msg) {
+				t.Fatalf("ADD error = %v, want CNI code %d mentioning %q", err, tc.code, tc.msg)
+			}
+			node.RequireClean(t, network)
+			if out := testutil.MustRunIn(t, cont, "ip", "-o", "link", "show"); strings.Count(strings.TrimSpace(out), "\n") > 0 {
+				t.Errorf("container keeps interfaces after the failed ADD:\n%s", out)
+			}
+		})
+	}
+}
