@@ -341,8 +341,6 @@ func checkContainerID(id string) error {
 	return nil
 }
 
-// cniError maps an error to the CNI error code that tells the runtime what
-// to do, keeping the message. Errors that already carry a code pass through.
 // isIOErrno reports a file system that cannot take a write (read-only,
 // full, out of inodes or quota, failing): the node's problem, not the
 // configuration's, so CNI's I/O failure rather than a generic error.
@@ -355,6 +353,8 @@ func isIOErrno(err error) bool {
 	return false
 }
 
+// cniError maps an error to the CNI error code that tells the runtime what
+// to do, keeping the message. Errors that already carry a code pass through.
 func cniError(err error) error {
 	if err == nil {
 		return nil
