@@ -106,8 +106,10 @@ func release(conf *NetConf, args *skel.CmdArgs) error {
 		return err
 	}
 	defer pool.Close()
-	_, err = pool.Release(ownerOf(args))
-	return err
+	if _, err := pool.Release(ownerOf(args)); err != nil {
+		return fmt.Errorf("ipam dataDir %s: %w", conf.builtin.DataDir, err)
+	}
+	return nil
 }
 
 // held returns the container's addresses as prefixes, from the built-in
