@@ -5,7 +5,8 @@ BIN       := bin
 PREFIX    ?= /opt/cni/bin
 CONFDIR   ?= /etc/cni/net.d
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.buildVersion=$(VERSION)
+# One version stamp for every binary (internal/buildinfo).
+LDFLAGS   := -s -w -X github.com/vethroute/vethroute/internal/buildinfo.Version=$(VERSION)
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 # Integration tests share one binary, built once by this Makefile.
 TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
@@ -23,7 +24,7 @@ all: build
 ## build: the static plugin binary bin/vethroute and the node agent bin/vethroute-agent
 build:
 	$(GOBUILD) -o $(BIN)/vethroute ./plugins/vethroute
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(BIN)/vethroute-agent ./cmd/vethroute-agent
+	$(GOBUILD) -o $(BIN)/vethroute-agent ./cmd/vethroute-agent
 
 ## deps: Debian packages and Go tools the demo and tests need (only what is missing)
 deps:

@@ -51,8 +51,9 @@ echo "build-image: building static binaries ($version, linux/$arch)" >&2
 # Static (no cgo) so the image needs no libc; -trimpath and the fixed
 # version keep the binaries reproducible.
 export CGO_ENABLED=0 GOOS=linux GOARCH="$arch"
-go build -trimpath -ldflags "-s -w -X main.buildVersion=$version" -o "$work/vethroute" ./plugins/vethroute
-go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/vethroute-agent" ./cmd/vethroute-agent
+ldflags="-s -w -X github.com/vethroute/vethroute/internal/buildinfo.Version=$version"
+go build -trimpath -ldflags "$ldflags" -o "$work/vethroute" ./plugins/vethroute
+go build -trimpath -ldflags "$ldflags" -o "$work/vethroute-agent" ./cmd/vethroute-agent
 for b in vethroute vethroute-agent; do
 	if file "$work/$b" 2>/dev/null | grep -q 'dynamically linked'; then
 		echo "build-image: $b is dynamically linked" >&2

@@ -20,11 +20,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/vethroute/vethroute/internal/buildinfo"
 	"github.com/vethroute/vethroute/pkg/agent"
 )
-
-// version is set at link time (-X main.version=...).
-var version = "dev"
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "install-cni" {
@@ -39,7 +37,7 @@ func main() {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
 	if *showVersion {
-		fmt.Println("vethroute-agent", version)
+		fmt.Println("vethroute-agent", buildinfo.Version)
 		return
 	}
 	log, err := agent.NewLogger(os.Stderr, o.LogFormat, o.LogLevel)
@@ -49,7 +47,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := agent.Run(ctx, o, version, log); err != nil {
+	if err := agent.Run(ctx, o, buildinfo.Version, log); err != nil {
 		log.Error("exiting", "err", err)
 		os.Exit(1)
 	}

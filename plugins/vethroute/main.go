@@ -19,14 +19,12 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/vethroute/vethroute/internal/buildinfo"
 	"github.com/vethroute/vethroute/pkg/ipam"
 	"github.com/vethroute/vethroute/pkg/reaper"
 	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vishvananda/netlink"
 )
-
-// buildVersion is set at link time (-X main.buildVersion=...).
-var buildVersion = "dev"
 
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
@@ -35,7 +33,7 @@ func main() {
 		Check:  cmdCheck,
 		GC:     cmdGC,
 		Status: cmdStatus,
-	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "vethroute CNI plugin "+buildVersion)
+	}, version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"), "vethroute CNI plugin "+buildinfo.Version)
 }
 
 func cmdAdd(args *skel.CmdArgs) (err error) {
