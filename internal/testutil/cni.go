@@ -246,7 +246,6 @@ func JSON(t testing.TB, v any) string {
 var referencePackages = map[string]string{
 	"ptp":        "github.com/containernetworking/plugins/plugins/main/ptp",
 	"host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
-	"static":     "github.com/containernetworking/plugins/plugins/ipam/static",
 	"portmap":    "github.com/containernetworking/plugins/plugins/meta/portmap",
 	"bandwidth":  "github.com/containernetworking/plugins/plugins/meta/bandwidth",
 	"tuning":     "github.com/containernetworking/plugins/plugins/meta/tuning",
