@@ -288,34 +288,70 @@ func receivedFDs(oob []byte) ([]int, error) {
 // longer lists it. The netlink request itself goes on in the background
 // until the kernel has released the device.
 func (s *Server) delete(req Request) error {
+	h, link, err := s.claim(req)
+	switch {
+	case errors.Is(err, errGone):
+		return nil // already gone: DEL is idempotent
+	case err != nil:
+		return err
+	}
+	// Subscribe before deleting, so the RTM_DELLINK cannot be missed.
+	updates, unsubscribe, err := s.subscribe()
+	if err != nil {
+		s.release(h)
+		return err
+	}
+	defer unsubscribe()
+	return s.await(req, updates, s.unlink(h, link, req))
+}
+
+// errGone reports a link that is no longer there: nothing to delete.
+var errGone = errors.New("link gone")
+
+// claim checks that req names the host veth it claims to and takes a
+// deletion slot for it. On success the caller owns the handle and the slot
+// and gives both back through release.
+func (s *Server) claim(req Request) (_ netlinksafe.Handle, _ netlink.Link, err error) {
 	if req.NetNS != s.nsIno {
-		return fmt.Errorf("request from network namespace %d, this reaper serves %d: %w", req.NetNS, s.nsIno, errRefused)
+		return netlinksafe.Handle{}, nil, fmt.Errorf("request from network namespace %d, this reaper serves %d: %w", req.NetNS, s.nsIno, errRefused)
 	}
 	h, err := s.openNetlink()
 	if err != nil {
-		return fmt.Errorf("open netlink: %w", err)
+		return netlinksafe.Handle{}, nil, fmt.Errorf("open netlink: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
 	link, err := h.LinkByName(req.Name)
 	if err != nil {
-		h.Close()
 		if errors.As(err, new(netlink.LinkNotFoundError)) {
-			return nil // already gone: DEL is idempotent
+			return netlinksafe.Handle{}, nil, errGone
 		}
-		return fmt.Errorf("look up %s: %w", req.Name, err)
+		return netlinksafe.Handle{}, nil, fmt.Errorf("look up %s: %w", req.Name, err)
 	}
 	if link.Attrs().Index != req.Index || !routing.OwnsLink(link, req.Alias) {
-		h.Close()
-		return fmt.Errorf("%s (index %d, alias %q) is not the host veth %q with index %d: %w",
+		return netlinksafe.Handle{}, nil, fmt.Errorf("%s (index %d, alias %q) is not the host veth %q with index %d: %w",
 			req.Name, link.Attrs().Index, link.Attrs().Alias, req.Alias, req.Index, errRefused)
 	}
 	select {
 	case s.slots <- struct{}{}:
+		return h, link, nil
 	default:
-		h.Close()
-		return ErrBusy
+		return netlinksafe.Handle{}, nil, ErrBusy
 	}
+}
 
-	// Subscribe before deleting, so the RTM_DELLINK cannot be missed.
+// release gives back what claim took.
+func (s *Server) release(h netlinksafe.Handle) {
+	h.Close()
+	<-s.slots
+}
+
+// subscribe listens to the link changes of the served namespace until
+// unsubscribe is called.
+func (s *Server) subscribe() (_ <-chan netlink.LinkUpdate, unsubscribe func(), _ error) {
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
 	// A blocked receive does not notice the socket closing; the timeout
@@ -328,11 +364,9 @@ func (s *Server) delete(req Request) error {
 	}
 	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
 		close(done)
-		<-s.slots
-		h.Close()
-		return fmt.Errorf("subscribe to link changes: %w", err)
+		return nil, nil, fmt.Errorf("subscribe to link changes: %w", err)
 	}
-	defer func() {
+	return updates, func() {
 		close(done)
 		// The subscription's reader may be blocked on a full channel;
 		// draining lets it see the closed socket, close the channel and end.
@@ -340,13 +374,18 @@ func (s *Server) delete(req Request) error {
 			for range updates {
 			}
 		}()
-	}()
+	}, nil
+}
+
+// unlink deletes link in the background, where the kernel may keep it for
+// long, and releases h and its slot when the deletion ends. The channel
+// gets the deletion's result.
+func (s *Server) unlink(h netlinksafe.Handle, link netlink.Link, req Request) <-chan error {
 	result := make(chan error, 1)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer func() { <-s.slots }()
-		defer h.Close()
+		defer s.release(h)
 		start := time.Now()
 		// Counted when the threshold passes, not when the deletion ends:
 		// one that never ends must show too.
@@ -366,7 +405,12 @@ func (s *Server) delete(req Request) error {
 		}
 		result <- err
 	}()
+	return result
+}
 
+// await answers once the link has left the namespace or its deletion
+// failed, or after unlistTimeout (the deletion goes on).
+func (s *Server) await(req Request, updates <-chan netlink.LinkUpdate, result <-chan error) error {
 	timeout := time.NewTimer(unlistTimeout)
 	defer timeout.Stop()
 	for {

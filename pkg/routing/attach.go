@@ -312,17 +312,12 @@ func TeardownVia(network, containerID, ifName string, unlink func(link netlink.L
 	return nil
 }
 
-// CollectGarbage deletes every host veth of network whose owner keep rejects
-// and returns their names. Interfaces of other networks and interfaces
-// without vethroute's alias are never touched.
-func CollectGarbage(network string, keep func(containerID, ifName string) bool) ([]string, error) {
-	return CollectGarbageVia(network, keep, nil)
-}
-
-// CollectGarbageVia is CollectGarbage with the deletions handed to unlink,
-// as in TeardownVia. After unlink's first failure the rest are deleted
-// in-process: a helper that is down or hung costs one timeout, not one per
-// stale interface.
+// CollectGarbageVia deletes every host veth of network whose owner keep
+// rejects and returns their names. Interfaces of other networks and
+// interfaces without vethroute's alias are never touched. The deletions are
+// handed to unlink when it is set, as in TeardownVia; after unlink's first
+// failure the rest are deleted in-process: a helper that is down or hung
+// costs one timeout, not one per stale interface.
 func CollectGarbageVia(network string, keep func(containerID, ifName string) bool, unlink func(link netlink.Link, alias string) error) ([]string, error) {
 	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {

@@ -135,7 +135,7 @@ func TestSetupVerifyTeardown(t *testing.T) {
 }
 
 // TestForeignInterfaceIsLeftAlone plants an interface with the name vethroute
-// would choose: Setup must refuse, Teardown and CollectGarbage must not
+// would choose: Setup must refuse, Teardown and CollectGarbageVia must not
 // delete it.
 func TestForeignInterfaceIsLeftAlone(t *testing.T) {
 	node, cont := testutil.NewNS(t), testutil.NewNS(t)
@@ -151,7 +151,7 @@ func TestForeignInterfaceIsLeftAlone(t *testing.T) {
 		t.Fatalf("Teardown of a foreign interface = %v, want ErrForeign", err)
 	}
 	if err := inNode(t, node, func() error {
-		_, err := CollectGarbage("rt", func(string, string) bool { return false })
+		_, err := CollectGarbageVia("rt", func(string, string) bool { return false }, nil)
 		return err
 	}); err != nil {
 		t.Fatal(err)
