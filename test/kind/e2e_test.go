@@ -9,44 +9,35 @@
 // routes disappear from the others.
 //
 // It runs under `make e2e-kind`, which builds the images and sets
-// KIND_BIN, KIND_NODE_IMAGE, KIND_PROBE_ARCHIVE and VETHROUTE_IMAGE.
+// KIND_BIN, KIND_NODE_IMAGE, KIND_PROBE_ARCHIVE and VETHROUTE_IMAGE. The
+// cluster's lifecycle is internal/kindcluster's, the same code as
+// `make kind-up`.
 package kind_test
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vethroute/vethroute/internal/kindcluster"
 	"github.com/vethroute/vethroute/internal/testutil"
 )
 
-// cluster is one kind cluster under test and the commands to drive it.
+// cluster is one kind cluster under test and the commands to drive it,
+// each failing the test on error.
 type cluster struct {
-	t       *testing.T
-	kind    string
-	name    string
-	network string
-	env     []string
+	t *testing.T
+	*kindcluster.Cluster
 }
 
 const (
+	// clusterName also names the cluster's Docker network.
 	clusterName = "vethroute-e2e"
-	// networkName is a Docker network of the test's own (not kind's shared
-	// "kind"), so the cleanup can remove it without touching anyone else's.
-	networkName = "vethroute-e2e"
-	// The cluster is dual-stack, so every check runs for both families.
-	podSubnet4     = "10.244.0.0/16"
-	podSubnet6     = "fd00:10:244::/56"
-	serviceSubnet4 = "10.96.0.0/16"
-	serviceSubnet6 = "fd00:10:96::/112"
 	// vethGroup is the link group vethroute puts every host-side veth in
 	// (pkg/routing.LinkGroup); counting them is the leak check.
 	vethGroup = "30322"
@@ -65,24 +56,15 @@ func TestKindCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kind e2e: skipped in -short mode (it boots a three-node cluster)")
 	}
-	c := newCluster(t, kindBin, nodeImage)
-
-	c.kindCmd(3*time.Minute, "load", "docker-image", pluginImage, "--name", c.name)
-	c.kindCmd(3*time.Minute, "load", "image-archive", probeArchive, "--name", c.name)
-	probeImage := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(probeArchive), "probe-"), ".tar")
-	probeImage = "vethroute-kind/probe:" + probeImage
-
-	root := testutil.RepoRoot(t)
-	for _, f := range []string{"deploy/rbac.yaml", "deploy/daemonset.yaml"} {
-		manifest, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			t.Fatalf("read %s: %v", f, err)
+	c := newCluster(t, kindBin, nodeImage, probeArchive, pluginImage)
+	// Load the images, apply deploy/ (image and --cluster-cidrs replaced),
+	// wait for the agent, every node Ready, and CoreDNS answering a pod.
+	for _, step := range []func() error{c.Load, c.Deploy, c.Wait} {
+		if err := step(); err != nil {
+			t.Fatal(err)
 		}
-		manifest = bytes.ReplaceAll(manifest, []byte("image: vethroute:dev"), []byte("image: "+pluginImage))
-		c.kubectlIn(manifest, time.Minute, "apply", "-f", "-")
 	}
-	c.kubectl(5*time.Minute, "-n", "kube-system", "rollout", "status", "daemonset/vethroute-agent", "--timeout=280s")
-	c.kubectl(5*time.Minute, "wait", "--for=condition=Ready", "node", "--all", "--timeout=280s")
+	probeImage := c.ProbeImage()
 
 	nodes := c.nodes()
 	if len(nodes) != 3 {
@@ -100,7 +82,7 @@ func TestKindCluster(t *testing.T) {
 
 	t.Run("system pods", func(t *testing.T) {
 		c.kubectl(3*time.Minute, "-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=170s")
-		if c.hasCoreDNS() {
+		if c.HasCoreDNS() {
 			// CoreDNS is the first pod that gets its address from vethroute.
 			c.kubectl(4*time.Minute, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=230s")
 		}
@@ -153,7 +135,7 @@ func TestKindCluster(t *testing.T) {
 
 	t.Run("pod to API server", func(t *testing.T) {
 		for _, p := range []pod{a, b, onCP} {
-			out, err := c.kubectlErr(nil, time.Minute, "exec", p.name, "--", "/probe")
+			out, err := c.Kubectl(nil, time.Minute, "exec", p.name, "--", "/probe")
 			if err != nil || strings.TrimSpace(out) == "" {
 				t.Errorf("pod %s on %s: /version through the kubernetes service: %v\n%s", p.name, p.node, err, out)
 			}
@@ -161,7 +143,7 @@ func TestKindCluster(t *testing.T) {
 	})
 
 	t.Run("pod to CoreDNS through the kube-dns service", func(t *testing.T) {
-		if !c.hasCoreDNS() {
+		if !c.HasCoreDNS() {
 			t.Skip("no CoreDNS in this cluster (the node image carries none)")
 		}
 		// The kube-dns VIP is DNATed to CoreDNS pods, which vethroute
@@ -170,13 +152,13 @@ func TestKindCluster(t *testing.T) {
 		for _, p := range []pod{a, b, onCP} {
 			var out string
 			for i := 0; i < 5; i++ {
-				out, _ = c.kubectlErr(nil, time.Minute, "exec", p.name, "--", "/bin/busybox", "nslookup", "kubernetes.default.svc.cluster.local")
-				if answers(out, kubernetesVIP) {
+				out, _ = c.Kubectl(nil, time.Minute, "exec", p.name, "--", "/bin/busybox", "nslookup", "kubernetes.default.svc.cluster.local")
+				if kindcluster.Answers(out, kubernetesVIP) {
 					break
 				}
 				time.Sleep(2 * time.Second)
 			}
-			if !answers(out, kubernetesVIP) {
+			if !kindcluster.Answers(out, kubernetesVIP) {
 				t.Errorf("pod %s on %s: nslookup kubernetes.default.svc.cluster.local did not answer %s:\n%s", p.name, p.node, kubernetesVIP, out)
 			}
 		}
@@ -246,22 +228,9 @@ func TestKindCluster(t *testing.T) {
 	})
 }
 
-// kubernetesVIP is the kubernetes service's address: the first of
-// serviceSubnet4.
-const kubernetesVIP = "10.96.0.1"
-
-// answers reports whether busybox nslookup output carries ip as an answer
-// ("Address: 10.96.0.1"), not merely as part of the server's own address
-// ("Address: 10.96.0.10:53").
-func answers(nslookup, ip string) bool {
-	for _, line := range strings.Split(nslookup, "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == "Address:" && f[1] == ip {
-			return true
-		}
-	}
-	return false
-}
+// kubernetesVIP is the kubernetes service's address in the dual-stack
+// cluster: the first of the IPv4 service subnet.
+var kubernetesVIP = kindcluster.Dual.KubernetesVIP()
 
 // family is one IP family of the dual-stack cluster.
 type family struct {
@@ -269,7 +238,7 @@ type family struct {
 	podSubnet string
 }
 
-var families = []family{{"IPv4", podSubnet4}, {"IPv6", podSubnet6}}
+var families = []family{{"IPv4", kindcluster.PodSubnet4}, {"IPv6", kindcluster.PodSubnet6}}
 
 func familyOf(ip net.IP) string {
 	if ip.To4() != nil {
@@ -278,136 +247,49 @@ func familyOf(ip net.IP) string {
 	return "IPv6"
 }
 
-// newCluster creates the cluster and registers its deletion (after a log
-// export when the test failed) and the removal of its Docker network.
-func newCluster(t *testing.T, kindBin, nodeImage string) *cluster {
-	snapshotter := os.Getenv("KIND_EXPERIMENTAL_CONTAINERD_SNAPSHOTTER")
-	if snapshotter == "" {
-		// native works on any filesystem under the node's /var; the
-		// overlayfs default fails where Docker's storage is itself an
-		// overlay (overlay-on-overlay), and kind would pick fuse-overlayfs,
-		// which the node image does not carry, on a FUSE-backed root.
-		snapshotter = "native"
-	}
-	realDocker, err := exec.LookPath("docker")
-	if err != nil {
-		t.Fatalf("kind e2e needs the docker CLI: %v", err)
-	}
-	drop, err := missingCapabilities()
+// newCluster creates the dual-stack cluster of one control plane and two
+// workers, and registers its deletion (after a log export when the test
+// failed) with its Docker network.
+func newCluster(t *testing.T, kindBin, nodeImage, probeArchive, pluginImage string) *cluster {
+	kc, err := kindcluster.New(kindcluster.Options{
+		Name: clusterName, Workers: 2, Family: kindcluster.Dual,
+		Kind: kindBin, NodeImage: nodeImage, ProbeArchive: probeArchive, PluginImage: pluginImage,
+		RepoRoot: testutil.RepoRoot(t),
+		// Not the machine's ~/.kube/config: the test drives kubectl inside
+		// the control-plane node and needs no kubeconfig of its own.
+		Kubeconfig: filepath.Join(t.TempDir(), "kubeconfig"),
+		Logf:       t.Logf,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if drop != "" {
-		t.Logf("this machine withholds %s: kind's --privileged nodes start through test/kind/shim/docker without it", drop)
-	}
-	c := &cluster{
-		t: t, kind: kindBin, name: clusterName, network: networkName,
-		env: append(os.Environ(),
-			// kind runs "docker" from PATH: the shim first, which hands
-			// everything to the real one and rewrites only --privileged.
-			"PATH="+filepath.Join(testutil.RepoRoot(t), "test", "kind", "shim")+string(os.PathListSeparator)+os.Getenv("PATH"),
-			"VETHROUTE_REAL_DOCKER="+realDocker,
-			"VETHROUTE_KIND_CAP_DROP="+drop,
-			"KIND_EXPERIMENTAL_DOCKER_NETWORK="+networkName,
-			"KIND_EXPERIMENTAL_CONTAINERD_SNAPSHOTTER="+snapshotter),
-	}
+	c := &cluster{t: t, Cluster: kc}
 	// A cluster left by a killed earlier run would make create fail.
-	c.run(2*time.Minute, kindBin, "delete", "cluster", "--name", c.name)
-
-	skip := "preflight"
-	if !c.imageHasCoreDNS(nodeImage) {
-		t.Logf("node image %s carries no CoreDNS image: kubeadm skips addon/coredns", nodeImage)
-		skip += ", addon/coredns"
-	}
-	cfg := fmt.Sprintf(`kind: Cluster
-apiVersion: kind.x-k8s.io/v1alpha4
-networking:
-  ipFamily: dual
-  disableDefaultCNI: true
-  kubeProxyMode: nftables
-  podSubnet: %s,%s
-  serviceSubnet: %s,%s
-nodes:
-  - role: control-plane
-  - role: worker
-  - role: worker
-kubeadmConfigPatches:
-  - |
-    kind: InitConfiguration
-    skipPhases: [%s]
-`, podSubnet4, podSubnet6, serviceSubnet4, serviceSubnet6, skip)
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "kind.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	if err := c.Delete(); err != nil {
 		t.Fatal(err)
 	}
-
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs := filepath.Join(os.TempDir(), fmt.Sprintf("vethroute-kind-logs-%d", time.Now().Unix()))
-			out, err := c.run(3*time.Minute, kindBin, "export", "logs", logs, "--name", c.name)
-			t.Logf("kind export logs (%v): %s\nnode logs are in %s", err, out, logs)
+			t.Logf("kind export logs (%v): node logs are in %s", c.ExportLogs(logs), logs)
 		}
-		if out, err := c.run(3*time.Minute, kindBin, "delete", "cluster", "--name", c.name); err != nil {
-			t.Errorf("kind delete cluster: %v\n%s", err, out)
-		}
-		if out, err := c.run(time.Minute, "docker", "network", "rm", c.network); err != nil && !strings.Contains(out, "not found") {
-			t.Errorf("docker network rm %s: %v\n%s", c.network, err, out)
+		if err := c.Delete(); err != nil {
+			t.Error(err)
 		}
 	})
-	start := time.Now()
-	if out, err := c.run(12*time.Minute, kindBin, "create", "cluster", "--name", c.name, "--image", nodeImage,
-		"--config", cfgPath, "--retain", "-v", "1"); err != nil {
-		t.Fatalf("kind create cluster: %v\n%s", err, out)
+	if err := c.Create(); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("kind create cluster took %s", time.Since(start).Round(time.Second))
 	return c
-}
-
-// run runs a command with the cluster's environment and a bound on its time.
-func (c *cluster) run(timeout time.Duration, name string, args ...string) (string, error) {
-	return c.runIn(nil, timeout, name, args...)
-}
-
-func (c *cluster) runIn(stdin []byte, timeout time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = c.env
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), timeout)
-	}
-	return string(out), err
-}
-
-func (c *cluster) kindCmd(timeout time.Duration, args ...string) string {
-	c.t.Helper()
-	out, err := c.run(timeout, c.kind, args...)
-	if err != nil {
-		c.t.Fatalf("kind %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
 }
 
 func (c *cluster) docker(timeout time.Duration, args ...string) string {
 	c.t.Helper()
-	out, err := c.run(timeout, "docker", args...)
+	out, err := c.Run(nil, timeout, "docker", args...)
 	if err != nil {
 		c.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
-}
-
-// kubectlErr runs kubectl inside the control-plane node (kind sets its
-// KUBECONFIG there), so the test never sends a packet from this machine to
-// the nodes' private addresses.
-func (c *cluster) kubectlErr(stdin []byte, timeout time.Duration, args ...string) (string, error) {
-	full := append([]string{"exec", "-i", c.name + "-control-plane", "kubectl"}, args...)
-	return c.runIn(stdin, timeout, "docker", full...)
 }
 
 func (c *cluster) kubectl(timeout time.Duration, args ...string) string {
@@ -417,46 +299,11 @@ func (c *cluster) kubectl(timeout time.Duration, args ...string) string {
 
 func (c *cluster) kubectlIn(stdin []byte, timeout time.Duration, args ...string) string {
 	c.t.Helper()
-	out, err := c.kubectlErr(stdin, timeout, args...)
+	out, err := c.Kubectl(stdin, timeout, args...)
 	if err != nil {
-		c.t.Fatalf("kubectl %s: %v\n%s\n%s", strings.Join(args, " "), err, out, c.describe())
+		c.t.Fatalf("kubectl %s: %v\n%s\n%s", strings.Join(args, " "), err, out, c.Describe())
 	}
 	return out
-}
-
-// describe gathers what explains most failures: nodes, pods and the agent's
-// recent log.
-func (c *cluster) describe() string {
-	var b strings.Builder
-	for _, args := range [][]string{
-		{"get", "nodes", "-o", "wide"},
-		{"get", "pods", "-A", "-o", "wide"},
-		{"-n", "kube-system", "logs", "daemonset/vethroute-agent", "--tail=30", "--all-containers"},
-		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
-	} {
-		out, _ := c.kubectlErr(nil, 30*time.Second, args...)
-		fmt.Fprintf(&b, "--- kubectl %s\n%s\n", strings.Join(args, " "), lastLines(out, 40))
-	}
-	return b.String()
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// imageHasCoreDNS reads the label test/kind/build.sh sets on the node image.
-func (c *cluster) imageHasCoreDNS(image string) bool {
-	out, err := c.run(30*time.Second, "docker", "image", "inspect", "-f", `{{index .Config.Labels "vethroute.kind.coredns"}}`, image)
-	return err == nil && strings.TrimSpace(out) == "yes"
-}
-
-func (c *cluster) hasCoreDNS() bool {
-	_, err := c.kubectlErr(nil, 30*time.Second, "-n", "kube-system", "get", "deployment", "coredns")
-	return err == nil
 }
 
 // node is a cluster node; nodes() returns them sorted by name: control
@@ -532,7 +379,7 @@ spec:
 // ping pings dst from inside a pod and returns the output; ping's own
 // failure is left to the caller's check of the ttl.
 func (c *cluster) ping(from pod, dst string) string {
-	out, err := c.kubectlErr(nil, time.Minute, "exec", from.name, "--", "/bin/busybox", "ping", "-c", "3", "-W", "3", dst)
+	out, err := c.Kubectl(nil, time.Minute, "exec", from.name, "--", "/bin/busybox", "ping", "-c", "3", "-W", "3", dst)
 	if err != nil {
 		out += fmt.Sprintf("\n(ping: %v)", err)
 	}
@@ -581,7 +428,7 @@ func (c *cluster) reaperDeleted(nodeName string) int {
 			return int(n)
 		}
 	}
-	c.t.Fatalf("agent %s exports no reaper metric:\n%s", pod, lastLines(metrics, 20))
+	c.t.Fatalf("agent %s exports no reaper metric:\n%s", pod, kindcluster.LastLines(metrics, 20))
 	return 0
 }
 
@@ -591,56 +438,6 @@ func (c *cluster) agentRoutes(nodeName string) string {
 	c.t.Helper()
 	return c.docker(30*time.Second, "exec", nodeName, "sh", "-c",
 		"ip -4 route show proto "+agentRouteProto+"; ip -6 route show proto "+agentRouteProto)
-}
-
-// capNames are the capabilities by number, as docker's --cap-drop names them.
-var capNames = []string{
-	"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-	"SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-	"IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-	"SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-	"LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
-	"WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-}
-
-// missingCapabilities names the capabilities this machine withholds from
-// root (absent from our bounding set though the kernel has them). The
-// Docker engine runs under the same limit, so a --privileged container,
-// which asks for all of them, cannot start; the shim drops these instead.
-func missingCapabilities() (string, error) {
-	status, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return "", fmt.Errorf("read capability bounding set: %w", err)
-	}
-	var bnd uint64
-	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
-			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &bnd); err != nil {
-				return "", fmt.Errorf("parse CapBnd %q: %w", v, err)
-			}
-		}
-	}
-	lastRaw, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
-	if err != nil {
-		return "", fmt.Errorf("read cap_last_cap: %w", err)
-	}
-	var last int
-	if _, err := fmt.Sscanf(strings.TrimSpace(string(lastRaw)), "%d", &last); err != nil {
-		return "", fmt.Errorf("parse cap_last_cap %q: %w", lastRaw, err)
-	}
-	return capsMissing(bnd, last), nil
-}
-
-// capsMissing names the capabilities 0..last that the bounding set bnd
-// lacks, space-separated, as the shim's VETHROUTE_KIND_CAP_DROP takes them.
-func capsMissing(bnd uint64, last int) string {
-	var missing []string
-	for i := 0; i <= last && i < len(capNames); i++ {
-		if bnd&(1<<uint(i)) == 0 {
-			missing = append(missing, capNames[i])
-		}
-	}
-	return strings.Join(missing, " ")
 }
 
 func TestMain(m *testing.M) { testutil.Main(m) }

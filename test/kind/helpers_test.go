@@ -1,7 +1,8 @@
 package kind_test
 
-// The tests in this file check the e2e's own machinery (the docker shim and
-// the parsing helpers) and need neither root nor Docker nor a cluster.
+// The tests in this file check the e2e's own machinery (the docker shim)
+// and need neither root nor Docker nor a cluster; the cluster lifecycle's
+// own tests are in internal/kindcluster.
 
 import (
 	"os"
@@ -80,48 +81,6 @@ func TestDockerShim(t *testing.T) {
 			got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
 			if strings.Join(got, "\x00") != strings.Join(tc.want, "\x00") {
 				t.Errorf("shim %q passed\n  %q\nwant\n  %q", tc.args, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestCapsMissing(t *testing.T) {
-	all := uint64(1)<<41 - 1
-	tests := []struct {
-		name string
-		bnd  uint64
-		last int
-		want string
-	}{
-		{"everything granted", all, 40, ""},
-		{"this machine: no CAP_SYS_RESOURCE", 0x000001fffeffffff, 40, "SYS_RESOURCE"},
-		{"older kernel knows fewer", all &^ (1 << 24) &^ (1 << 40), 37, "SYS_RESOURCE"},
-		{"two withheld", all &^ (1 << 24) &^ (1 << 25), 40, "SYS_RESOURCE SYS_TIME"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := capsMissing(tc.bnd, tc.last); got != tc.want {
-				t.Errorf("capsMissing(%#x, %d) = %q, want %q", tc.bnd, tc.last, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestAnswers(t *testing.T) {
-	const ok = "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\nName:\tkubernetes.default.svc.cluster.local\nAddress: 10.96.0.1\n"
-	const failed = "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\n** server can't find kubernetes.default.svc.cluster.local: NXDOMAIN\n"
-	tests := []struct {
-		name, out string
-		want      bool
-	}{
-		{"answered", ok, true},
-		{"only the server's address", failed, false},
-		{"timed out", ";; connection timed out; no servers could be reached\n", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := answers(tc.out, kubernetesVIP); got != tc.want {
-				t.Errorf("answers(%q) = %v, want %v", tc.out, got, tc.want)
 			}
 		})
 	}
