@@ -8,15 +8,17 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/vethroute/vethroute/internal/testutil"
 )
 
-// openTable makes a namespace with an "uplink" on 172.16.0.1/24 and
-// fd00:172:16::1/64 and returns a Table working on it through a handle,
-// never from inside it.
-func openTable(t *testing.T) (*Table, func(args ...string) string) {
+// nodeNS makes a namespace with an "uplink" on 172.16.0.1/24 and
+// fd00:172:16::1/64, where 172.16.0.2 and 172.16.0.3 are valid gateways, and
+// returns it with a runner of `ip` inside it.
+func nodeNS(t testing.TB) (ns.NetNS, func(args ...string) string) {
 	t.Helper()
 	nodeNS := testutil.NewNS(t)
 	ip := func(args ...string) string { return testutil.MustRunIn(t, nodeNS, "ip", args...) }
@@ -27,13 +29,27 @@ func openTable(t *testing.T) (*Table, func(args ...string) string) {
 	ip("addr", "add", "172.16.0.1/24", "dev", "uplink")
 	ip("addr", "add", "fd00:172:16::1/64", "dev", "uplink", "nodad")
 	ip("link", "set", "uplink", "up")
-	h, err := netlinksafe.NewHandleAt(netns.NsHandle(nodeNS.Fd()))
+	return nodeNS, ip
+}
+
+// tableIn returns a Table with proto working on node through a handle,
+// never from inside it.
+func tableIn(t testing.TB, node ns.NetNS, proto netlink.RouteProtocol) *Table {
+	t.Helper()
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(node.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab := New(h, DefaultProtocol)
+	tab := New(h, proto)
 	t.Cleanup(tab.Close)
-	return tab, ip
+	return tab
+}
+
+// openTable returns the agent's Table on a new nodeNS.
+func openTable(t *testing.T) (*Table, func(args ...string) string) {
+	t.Helper()
+	node, ip := nodeNS(t)
+	return tableIn(t, node, DefaultProtocol), ip
 }
 
 func route(dst, gw string) Route {

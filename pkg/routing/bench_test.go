@@ -1,7 +1,6 @@
 package routing_test
 
 import (
-	"fmt"
 	"net"
 	"testing"
 
@@ -9,8 +8,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vethroute/vethroute/internal/testutil"
 	"github.com/vethroute/vethroute/pkg/routing"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // These benchmarks time the netlink hot paths of ADD and DEL in-process,
@@ -56,58 +53,6 @@ func BenchmarkSetupTeardown(b *testing.B) {
 						return err
 					}
 					if err := routing.Teardown(att.Network, att.ContainerID, att.IfName); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-		})
-	}
-}
-
-// BenchmarkEnsureHostRoutes is the router-route check every ADD makes, on a
-// node already holding N container host routes: its cost must not follow N.
-func BenchmarkEnsureHostRoutes(b *testing.B) {
-	for _, n := range []int{10, 1000} {
-		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
-			node := testutil.NewNS(b)
-			h, err := netlink.NewHandleAt(netns.NsHandle(node.Fd()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer h.Close()
-			attrs := netlink.NewLinkAttrs()
-			attrs.Name = "up0"
-			up := &netlink.Veth{LinkAttrs: attrs, PeerName: "up1"}
-			if err := h.LinkAdd(up); err != nil {
-				b.Fatal(err)
-			}
-			uplink := mustCIDR(b, "172.16.0.1/24")
-			if err := h.AddrAdd(up, &netlink.Addr{IPNet: &uplink}); err != nil {
-				b.Fatal(err)
-			}
-			for _, name := range []string{"up0", "up1"} {
-				if err := h.LinkSetUp(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			// Host routes like the ones vethroute installs per container.
-			for i := range n {
-				dst := &net.IPNet{IP: net.IPv4(10, 61, byte(i>>8), byte(i)).To4(), Mask: net.CIDRMask(32, 32)}
-				r := &netlink.Route{LinkIndex: up.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK, Protocol: routing.RouteProtocol}
-				if err := h.RouteAdd(r); err != nil {
-					b.Fatal(err)
-				}
-			}
-			_, peer, _ := net.ParseCIDR("10.200.0.0/20")
-			routes := []*types.Route{{Dst: *peer, GW: net.ParseIP("172.16.0.2")}}
-			b.ResetTimer()
-			err = node.Do(func(ns.NetNS) error {
-				for range b.N {
-					if _, err := routing.EnsureHostRoutes(routes); err != nil {
 						return err
 					}
 				}

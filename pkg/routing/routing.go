@@ -1,8 +1,10 @@
-// Package routing does every netlink and sysctl operation of vethroute: it
-// makes the node the router of each container, as the article's router
-// namespaces are, with one veth pair per attachment, the gateway address on
-// the node's end, a host route per container address, and the node's routes
-// toward other nodes' pod subnets.
+// Package routing attaches containers to the node: as the article's router
+// namespaces are, the node is the router of each container, with one veth
+// pair per attachment, the gateway address on the node's end and a host
+// route per container address. It also checks and removes those
+// attachments, and turns on IP forwarding. The node's routes toward other
+// nodes are package noderoutes'; the agent's reaper deletes host veths on
+// the plugin's behalf (package reaper).
 //
 // The node side is the network namespace of the calling thread (the plugin
 // runs in the node's namespace); the container side is reached through a
@@ -28,7 +30,8 @@ import (
 
 const (
 	// RouteProtocol tags the routes the plugin installs on the node (container
-	// host routes and hostRoutes), so that it only ever removes its own.
+	// host routes, and hostRoutes through package noderoutes), so that it
+	// only ever removes its own.
 	// `ip route show proto 86` lists them.
 	RouteProtocol netlink.RouteProtocol = 86
 
@@ -47,8 +50,9 @@ const (
 	aliasSep  = ":"
 )
 
-// ErrForeign reports an interface or route that vethroute did not create but
-// that stands where vethroute would put its own; vethroute leaves it alone.
+// ErrForeign reports an interface or container host route that vethroute did
+// not create but that stands where vethroute would put its own; vethroute
+// leaves it alone.
 var ErrForeign = errors.New("not created by vethroute")
 
 // ErrNetNS reports a container network namespace path that does not exist or

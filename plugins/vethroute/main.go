@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/vethroute/vethroute/internal/buildinfo"
 	"github.com/vethroute/vethroute/pkg/ipam"
+	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/reaper"
 	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vishvananda/netlink"
@@ -81,8 +82,8 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 
 	// hostRoutes are node configuration shared by every attachment: a
 	// failed ADD leaves those it added, which a concurrent ADD may already
-	// rely on (routing.EnsureHostRoutes).
-	added, err := routing.EnsureHostRoutes(conf.HostRoutes)
+	// rely on (noderoutes.Table.Ensure).
+	added, err := noderoutes.Ensure(routing.RouteProtocol, noderoutes.FromCNI(conf.HostRoutes))
 	if len(added) > 0 {
 		log.Info("added node routes", "hostRoutes", len(added))
 	}
@@ -189,7 +190,7 @@ func cmdCheck(args *skel.CmdArgs) (err error) {
 	if err := routing.Verify(att, want); err != nil {
 		return cniError(fmt.Errorf("check %s: %w", args.ContainerID, err))
 	}
-	if err := routing.VerifyHostRoutes(conf.HostRoutes); err != nil {
+	if err := noderoutes.Verify(routing.RouteProtocol, noderoutes.FromCNI(conf.HostRoutes)); err != nil {
 		return cniError(fmt.Errorf("check %s: %w", args.ContainerID, err))
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vethroute/vethroute/test/bench/floor"
 )
@@ -20,7 +21,7 @@ type densityLevel struct {
 	add, del durations
 	errors   int
 	firstErr string
-	// hostRoutes is vethroute's router-route check (routing.EnsureHostRoutes)
+	// hostRoutes is vethroute's router-route check (noderoutes.Ensure)
 	// run in-process on the node at this density: work that can grow with
 	// the number of routes the node holds.
 	hostRoutes durations
@@ -157,12 +158,12 @@ func runDensity(l *lab, drivers []*driver, control cycler, levels []int, probes 
 				var took time.Duration
 				err := d.node.Do(func() error {
 					t0 := time.Now()
-					_, err := routing.EnsureHostRoutes([]*types.Route{peer})
+					_, err := noderoutes.Ensure(routing.RouteProtocol, noderoutes.FromCNI([]*types.Route{peer}))
 					took = time.Since(t0)
 					return err
 				})
 				if err != nil {
-					return nil, fmt.Errorf("EnsureHostRoutes at %d containers: %w", level, err)
+					return nil, fmt.Errorf("noderoutes.Ensure at %d containers: %w", level, err)
 				}
 				lv[k].hostRoutes = append(lv[k].hostRoutes, took)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vethroute/vethroute/internal/testutil"
+	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
 )
 
@@ -320,14 +321,14 @@ func measureStartup(node *testutil.Node, name, bin string, n int) (*startup, err
 	return st, nil
 }
 
-// inProcessProfile is vethroute's routing work (Setup, EnsureHostRoutes,
+// inProcessProfile is vethroute's routing work (Setup, noderoutes.Ensure,
 // Teardown) called in-process, with a CPU profile.
 type inProcessProfile struct {
 	cycle durations
 	top   string
 }
 
-// profileInProcess runs n cycles of routing.Setup + EnsureHostRoutes +
+// profileInProcess runs n cycles of routing.Setup + noderoutes.Ensure +
 // Teardown in a node of its own under the CPU profiler and returns the
 // cycle latencies and `go tool pprof -top` of the profile.
 func profileInProcess(l *lab, n int, pc pluginConf) (*inProcessProfile, error) {
@@ -363,7 +364,7 @@ func profileInProcess(l *lab, n int, pc pluginConf) (*inProcessProfile, error) {
 			if _, err := routing.Setup(att); err != nil {
 				return err
 			}
-			if _, err := routing.EnsureHostRoutes([]*types.Route{peer}); err != nil {
+			if _, err := noderoutes.Ensure(routing.RouteProtocol, noderoutes.FromCNI([]*types.Route{peer})); err != nil {
 				return err
 			}
 			if err := routing.Teardown(att.Network, att.ContainerID, att.IfName); err != nil {

@@ -357,7 +357,7 @@ func (r *report) writeDensity(w func(string, ...any)) {
 	}
 	w("\n![ADD latency against density](%s)\n\n", baseName(r.opts.plot))
 	if lv := d.levels[nameVeth]; len(lv) > 0 && len(lv[0].hostRoutes) > 0 {
-		w("vethroute's router-route check (`routing.EnsureHostRoutes`, in-process, the route already present) at each level: it asks the kernel for the matching route (FIB match) rather than listing the routing table, whose size follows the node's (one host route per container), so its cost should stay flat:\n\n| containers | median | p99 |\n|---|---|---|\n")
+		w("vethroute's router-route check (`noderoutes.Ensure`, in-process, the route already present) at each level: it asks the kernel for the matching route (FIB match) rather than listing the routing table, whose size follows the node's (one host route per container), so its cost should stay flat:\n\n| containers | median | p99 |\n|---|---|---|\n")
 		for _, l := range lv {
 			w("| %d | %s | %s |\n", l.n, ms(l.hostRoutes.median()), ms(l.hostRoutes.p99()))
 		}
@@ -481,7 +481,7 @@ func (r *report) writeFloor(w func(string, ...any)) {
 	}
 	w("The floor is the netlink work any plugin must do for this topology (`test/bench/floor`): one veth request with the peer created in the container's namespace, the container's address, link up and three routes (gateway on-link, subnet, default), the gateway /32 and host route on the node end, link up; DEL deletes the node end. No IPAM, no configuration, no checks. ")
 	w("It ran in the loop of section 1, in-process (a function call in the node's namespace) and as `floorplugin`, a minimal static Go binary doing the same, executed directly: the cost of starting any Go plugin process plus the floor. ")
-	w("Between the floor and the plugin as a runtime calls it, the same loop ran vethroute's routing package in-process (Setup + EnsureHostRoutes, Teardown: no exec, no IPAM) and the vethroute binary executed directly (no libcni).\n\n")
+	w("Between the floor and the plugin as a runtime calls it, the same loop ran vethroute's routing package in-process (Setup + noderoutes.Ensure, Teardown: no exec, no IPAM) and the vethroute binary executed directly (no libcni).\n\n")
 	w("| | ADD median | DEL median | cycle median | cycle p99 | errors |\n|---|---|---|---|---|---|\n")
 	for _, name := range []string{nameFloor, nameRouting, nameFloorExec, nameDirect, nameVeth, nameVethSolo, namePtp} {
 		s := r.cycle(name)
@@ -531,7 +531,7 @@ func (r *report) writeProfile(w func(string, ...any)) {
 		w("\nOf note: %s.\n\n", strings.Join(append(sync, "(calls not listed: 0)"), ", "))
 	}
 	if r.inproc != nil {
-		w("### CPU profile of the routing package in-process (pprof)\n\n%d cycles of `routing.Setup` + `routing.EnsureHostRoutes` + `routing.Teardown` in a node of their own, under `runtime/pprof`; `go tool pprof -top`:\n\n```\n%s```\n\n",
+		w("### CPU profile of the routing package in-process (pprof)\n\n%d cycles of `routing.Setup` + `noderoutes.Ensure` + `routing.Teardown` in a node of their own, under `runtime/pprof`; `go tool pprof -top`:\n\n```\n%s```\n\n",
 			r.opts.profileCycles, trimPprof(r.inproc.top))
 	}
 }

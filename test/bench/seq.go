@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vethroute/vethroute/internal/testutil"
+	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vethroute/vethroute/test/bench/floor"
 )
@@ -207,7 +208,7 @@ func directCycler(d *driver, cont ns.NetNS) cycler {
 }
 
 // newRoutingRig returns a cycler that calls vethroute's routing package
-// in-process on a node of its own: Setup and EnsureHostRoutes for ADD,
+// in-process on a node of its own: Setup and noderoutes.Ensure for ADD,
 // Teardown for DEL; what the plugin does without exec and without IPAM.
 func (l *lab) newRoutingRig(pc pluginConf) (cycler, error) {
 	node, err := l.newNode("inproc", true)
@@ -246,7 +247,7 @@ func (l *lab) newRoutingRig(pc pluginConf) (cycler, error) {
 				if _, err := routing.Setup(att(i)); err != nil {
 					return err
 				}
-				_, err := routing.EnsureHostRoutes([]*types.Route{peer})
+				_, err := noderoutes.Ensure(routing.RouteProtocol, noderoutes.FromCNI([]*types.Route{peer}))
 				return err
 			})
 		},
