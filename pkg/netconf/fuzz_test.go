@@ -2,7 +2,6 @@ package netconf
 
 import (
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -69,7 +68,7 @@ func FuzzLoad(f *testing.F) {
 		if conf.LogFile != "" && !filepath.IsAbs(conf.LogFile) {
 			t.Fatalf("accepted relative logFile %q", conf.LogFile)
 		}
-		if _, err := ParseLevel(conf.LogLevel, slog.LevelWarn); err != nil {
+		if _, err := ParseLevel(conf.LogLevel, DefaultLogLevel); err != nil {
 			t.Fatalf("accepted logLevel %q", conf.LogLevel)
 		}
 		if (conf.IPAM.Type == BuiltinIPAM) != (conf.Builtin != nil) {

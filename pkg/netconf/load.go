@@ -3,7 +3,6 @@ package netconf
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -88,7 +87,7 @@ func (c *NetConf) validatePlugin() error {
 	if c.IPMasqBackend != nil && *c.IPMasqBackend != "iptables" && *c.IPMasqBackend != "nftables" {
 		return ConfigError("ipMasqBackend", "%q is neither \"iptables\" nor \"nftables\"", *c.IPMasqBackend)
 	}
-	if _, err := ParseLevel(c.LogLevel, slog.LevelWarn); err != nil {
+	if _, err := ParseLevel(c.LogLevel, DefaultLogLevel); err != nil {
 		return ConfigError("logLevel", "%v", err)
 	}
 	if c.LogFile != "" && !filepath.IsAbs(c.LogFile) {

@@ -3,6 +3,7 @@ package netconf
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
@@ -15,6 +16,9 @@ const (
 	BuiltinIPAM = "vethroute"
 	// DefaultMTU matches the Ethernet MTU of a typical node uplink.
 	DefaultMTU = 1500
+	// DefaultLogLevel is the plugin's logLevel when none is set: a plugin
+	// runs for every pod, so only what needs attention is logged.
+	DefaultLogLevel = slog.LevelWarn
 	// DefaultDataDir is where the built-in allocator keeps reservations.
 	DefaultDataDir = "/var/lib/cni/vethroute"
 	// MaxNetworkNameLen bounds the network name, which becomes a directory

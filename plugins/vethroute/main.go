@@ -21,6 +21,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/vethroute/vethroute/internal/buildinfo"
 	"github.com/vethroute/vethroute/pkg/ipam"
+	"github.com/vethroute/vethroute/pkg/netconf"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/reaper"
 	"github.com/vethroute/vethroute/pkg/routing"
@@ -38,7 +39,7 @@ func main() {
 }
 
 func cmdAdd(args *skel.CmdArgs) (err error) {
-	conf, err := loadConf(args.StdinData, args.Args)
+	conf, err := netconf.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -54,13 +55,14 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err := routing.CheckNetNS(args.Netns); err != nil {
 		return cniError(err)
 	}
-	addrs, routes, err := allocate(conf, args)
+	addresses := allocatorFor(conf, args)
+	addrs, routes, err := allocate(conf, addresses)
 	if err != nil {
 		return cniError(err)
 	}
 	defer func() {
 		if err != nil {
-			if rerr := release(conf, args); rerr != nil {
+			if rerr := addresses.Release(); rerr != nil {
 				log.Error("release addresses after failed ADD", "err", rerr)
 			}
 		}
@@ -103,7 +105,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 }
 
 func cmdDel(args *skel.CmdArgs) (err error) {
-	conf, err := loadConf(args.StdinData, args.Args)
+	conf, err := netconf.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -123,14 +125,15 @@ func cmdDel(args *skel.CmdArgs) (err error) {
 		}
 		log.Warn("left a foreign interface in place", "err", err)
 	}
+	addresses := allocatorFor(conf, args)
 	if conf.IPMasq {
-		if ips, gerr := held(conf, args); gerr == nil && len(ips) > 0 {
+		if ips, gerr := addresses.Held(); gerr == nil && len(ips) > 0 {
 			if err := ip.TeardownIPMasqForNetworks(ips, conf.Name, args.IfName, args.ContainerID); err != nil {
 				log.Warn("tear down ipMasq", "err", err)
 			}
 		}
 	}
-	if err := release(conf, args); err != nil {
+	if err := addresses.Release(); err != nil {
 		return cniError(err)
 	}
 	log.Info("detached")
@@ -145,7 +148,7 @@ const reaperTimeout = 2 * time.Second
 // reaper when the configuration names one, so that DEL does not wait for the
 // kernel to release the device (package reaper says why), and nil (delete
 // in-process) otherwise.
-func unlinker(conf *NetConf, log *slog.Logger) func(netlink.Link, string) error {
+func unlinker(conf *netconf.NetConf, log *slog.Logger) func(netlink.Link, string) error {
 	if conf.ReaperSocket == "" {
 		return nil
 	}
@@ -162,7 +165,7 @@ func unlinker(conf *NetConf, log *slog.Logger) func(netlink.Link, string) error 
 }
 
 func cmdCheck(args *skel.CmdArgs) (err error) {
-	conf, err := loadConf(args.StdinData, args.Args)
+	conf, err := netconf.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -174,7 +177,7 @@ func cmdCheck(args *skel.CmdArgs) (err error) {
 	}
 
 	if conf.PrevResult == nil {
-		return configError("prevResult", "missing; CHECK compares the node with the result of ADD")
+		return netconf.ConfigError("prevResult", "missing; CHECK compares the node with the result of ADD")
 	}
 	prev, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
@@ -184,7 +187,11 @@ func cmdCheck(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := checkReservation(conf, args, att.Addresses); err != nil {
+	held := make([]net.IP, len(att.Addresses))
+	for i, a := range att.Addresses {
+		held[i] = a.IPNet.IP
+	}
+	if err := allocatorFor(conf, args).Check(held); err != nil {
 		return cniError(err)
 	}
 	if err := routing.Verify(att, want); err != nil {
@@ -197,7 +204,7 @@ func cmdCheck(args *skel.CmdArgs) (err error) {
 }
 
 func cmdGC(args *skel.CmdArgs) (err error) {
-	conf, err := loadConf(args.StdinData, args.Args)
+	conf, err := netconf.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
@@ -206,7 +213,7 @@ func cmdGC(args *skel.CmdArgs) (err error) {
 	defer func() { logOutcome(log, err) }()
 
 	valid := map[ipam.Owner]bool{}
-	for _, a := range conf.attachments() {
+	for _, a := range conf.Attachments() {
 		valid[ipam.Owner{ContainerID: a.ContainerID, IfName: a.IfName}] = true
 	}
 	keep := func(id, ifName string) bool { return valid[ipam.Owner{ContainerID: id, IfName: ifName}] }
@@ -216,11 +223,11 @@ func cmdGC(args *skel.CmdArgs) (err error) {
 		return cniError(err)
 	}
 	if conf.IPMasq {
-		if err := ip.GCIPMasqForNetwork(conf.Name, conf.attachments()); err != nil {
+		if err := ip.GCIPMasqForNetwork(conf.Name, conf.Attachments()); err != nil {
 			log.Warn("collect ipMasq rules", "err", err)
 		}
 	}
-	released, err := collectAddresses(conf, args, keep)
+	released, err := allocatorFor(conf, args).Collect(func(o ipam.Owner) bool { return valid[o] })
 	if err != nil {
 		return cniError(err)
 	}
@@ -229,18 +236,18 @@ func cmdGC(args *skel.CmdArgs) (err error) {
 }
 
 func cmdStatus(args *skel.CmdArgs) error {
-	conf, err := loadConf(args.StdinData, args.Args)
+	conf, err := netconf.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	return status(conf, args)
+	return allocatorFor(conf, args).Status()
 }
 
 // buildResult assembles the CNI result: the node end without a sandbox, the
 // container end with one, and every address pointing at the container end,
 // so chained plugins (portmap, bandwidth, tuning, firewall) find what they
 // need.
-func buildResult(conf *NetConf, args *skel.CmdArgs, ifs *routing.Interfaces, addrs []routing.Address, routes []*types.Route) *current.Result {
+func buildResult(conf *netconf.NetConf, args *skel.CmdArgs, ifs *routing.Interfaces, addrs []routing.Address, routes []*types.Route) *current.Result {
 	contIdx := 1
 	res := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
@@ -269,7 +276,7 @@ func buildResult(conf *NetConf, args *skel.CmdArgs, ifs *routing.Interfaces, add
 }
 
 // attachmentFromResult rebuilds the attachment that ADD reported.
-func attachmentFromResult(conf *NetConf, args *skel.CmdArgs, prev *current.Result) (*routing.Attachment, routing.Interfaces, error) {
+func attachmentFromResult(conf *netconf.NetConf, args *skel.CmdArgs, prev *current.Result) (*routing.Attachment, routing.Interfaces, error) {
 	var want routing.Interfaces
 	contIdx := -1
 	for i, intf := range prev.Interfaces {
@@ -282,7 +289,7 @@ func attachmentFromResult(conf *NetConf, args *skel.CmdArgs, prev *current.Resul
 		}
 	}
 	if contIdx < 0 {
-		return nil, want, configError("prevResult.interfaces", "no interface %s in sandbox %s", args.IfName, args.Netns)
+		return nil, want, netconf.ConfigError("prevResult.interfaces", "no interface %s in sandbox %s", args.IfName, args.Netns)
 	}
 	att := &routing.Attachment{
 		Network: conf.Name, ContainerID: args.ContainerID, IfName: args.IfName,
@@ -293,12 +300,12 @@ func attachmentFromResult(conf *NetConf, args *skel.CmdArgs, prev *current.Resul
 			continue
 		}
 		if ipc.Gateway == nil {
-			return nil, want, configError("prevResult.ips", "address %s has no gateway", ipc.Address.String())
+			return nil, want, netconf.ConfigError("prevResult.ips", "address %s has no gateway", ipc.Address.String())
 		}
 		att.Addresses = append(att.Addresses, routing.Address{IPNet: ipc.Address, Gateway: ipc.Gateway})
 	}
 	if len(att.Addresses) == 0 {
-		return nil, want, configError("prevResult.ips", "no address on %s", args.IfName)
+		return nil, want, netconf.ConfigError("prevResult.ips", "no address on %s", args.IfName)
 	}
 	return att, want, nil
 }
@@ -328,7 +335,7 @@ func logOutcome(log *slog.Logger, err error) {
 // maxContainerIDLen bounds CNI_CONTAINERID, which CNI leaves unbounded: the
 // ID becomes part of a file name in the store and, with the network name and
 // the interface name, of the host veth's alias, which the kernel limits to
-// 255 bytes (10+maxNetworkNameLen+1+128+1+15 = 255). Runtimes use 64 hex
+// 255 bytes (10+netconf.MaxNetworkNameLen+1+128+1+15 = 255). Runtimes use 64 hex
 // digits.
 const maxContainerIDLen = 128
 

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -15,6 +14,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vethroute/vethroute/pkg/ipam"
+	"github.com/vethroute/vethroute/pkg/ipam/external"
+	"github.com/vethroute/vethroute/pkg/netconf"
 	"github.com/vethroute/vethroute/pkg/routing"
 )
 
@@ -27,94 +29,10 @@ func conf(fields string) string {
 	return `{"cniVersion": "1.1.0", "name": "n", "type": "vethroute"` + fields + `}`
 }
 
-func TestLoadConfRejects(t *testing.T) {
-	tests := []struct {
-		name  string
-		input string
-		code  uint
-		want  string // a substring the message must contain
-	}{
-		{"invalid json", `{"name": `, types.ErrDecodingFailure, "decode network config"},
-		{"no name", `{"cniVersion": "1.1.0", "type": "vethroute", ` + goodIPAM + `}`, types.ErrInvalidNetworkConfig, "name"},
-		{"mtu too small", conf(`"mtu": 20, ` + goodIPAM), types.ErrInvalidNetworkConfig, "mtu: 20 is outside 68..65535"},
-		{"mtu too large", conf(`"mtu": 70000, ` + goodIPAM), types.ErrInvalidNetworkConfig, "mtu"},
-		{"mtu below ipv6 minimum", conf(`"mtu": 1200, "ipam": {"type": "vethroute", "ranges": [[{"subnet": "fd00::/64"}]]}`), types.ErrInvalidNetworkConfig, "minimum for IPv6"},
-		{"no ipam type", conf(`"ipam": {}`), types.ErrInvalidNetworkConfig, "ipam.type"},
-		{"no ranges", conf(`"ipam": {"type": "vethroute"}`), types.ErrInvalidNetworkConfig, "no IP ranges"},
-		{"bad subnet", conf(`"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/33"}]]}`), types.ErrDecodingFailure, "10.1.0.0/33"},
-		{"host bits in subnet", conf(`"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.5/24"}]]}`), types.ErrInvalidNetworkConfig, "host bits"},
-		{"gateway outside subnet", conf(`"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/24", "gateway": "10.2.0.1"}]]}`), types.ErrInvalidNetworkConfig, "gateway 10.2.0.1 not in network"},
-		{"range start after end", conf(`"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.9", "rangeEnd": "10.1.0.3"}]]}`), types.ErrInvalidNetworkConfig, "RangeStart 10.1.0.9"},
-		{"overlapping range sets", conf(`"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.1.0.0/25"}]]}`), types.ErrInvalidNetworkConfig, "overlaps"},
-		{"relative dataDir", conf(`"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/24"}]], "dataDir": "data"}`), types.ErrInvalidNetworkConfig, "ipam.dataDir"},
-		{"hostRoutes without gw", conf(`"hostRoutes": [{"dst": "10.0.0.0/24"}], ` + goodIPAM), types.ErrInvalidNetworkConfig, "hostRoutes[0].gw"},
-		{"hostRoutes mixed families", conf(`"hostRoutes": [{"dst": "10.0.0.0/24", "gw": "fd00::1"}], ` + goodIPAM), types.ErrInvalidNetworkConfig, "different address families"},
-		{"hostRoutes host bits", conf(`"hostRoutes": [{"dst": "10.0.0.7/24", "gw": "172.16.0.2"}], ` + goodIPAM), types.ErrInvalidNetworkConfig, "host bits"},
-		{"bad log level", conf(`"logLevel": "loud", ` + goodIPAM), types.ErrInvalidNetworkConfig, "logLevel"},
-		{"relative log file", conf(`"logFile": "x.log", ` + goodIPAM), types.ErrInvalidNetworkConfig, "logFile"},
-		{"relative reaper socket", conf(`"reaperSocket": "run/reaper.sock", ` + goodIPAM), types.ErrInvalidNetworkConfig, "reaperSocket"},
-		{"bad masq backend", conf(`"ipMasqBackend": "ipchains", ` + goodIPAM), types.ErrInvalidNetworkConfig, "ipMasqBackend"},
-		{"requested ip garbage", conf(goodIPAM + `, "runtimeConfig": {"ips": ["not-an-ip"]}`), types.ErrDecodingFailure, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := loadConf([]byte(tc.input), "")
-			te, ok := err.(*types.Error)
-			if !ok {
-				t.Fatalf("loadConf error = %v (%T), want a *types.Error", err, err)
-			}
-			if tc.code == types.ErrDecodingFailure && te.Code == types.ErrInvalidNetworkConfig {
-				// Some malformed values are caught by host-local's parser
-				// after decoding; either code tells the user the config is bad.
-			} else if te.Code != tc.code {
-				t.Errorf("code = %d, want %d (%s)", te.Code, tc.code, te.Msg)
-			}
-			if !strings.Contains(te.Msg, tc.want) {
-				t.Errorf("message %q does not mention %q", te.Msg, tc.want)
-			}
-		})
-	}
-}
-
-func TestLoadConfDefaultsAndRequests(t *testing.T) {
-	c, err := loadConf([]byte(conf(`"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}, "runtimeConfig": {"ips": ["10.1.0.9/24"]}`)), "IgnoreUnknown=1;IP=10.1.0.7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.MTU != defaultMTU || c.builtin.DataDir != defaultDataDir {
-		t.Errorf("defaults: mtu %d dataDir %s", c.MTU, c.builtin.DataDir)
-	}
-	got := []string{}
-	for _, ip := range c.builtin.IPArgs {
-		got = append(got, ip.String())
-	}
-	if strings.Join(got, ",") != "10.1.0.7,10.1.0.9" {
-		t.Errorf("requested addresses = %v, want CNI_ARGS IP then runtimeConfig ips", got)
-	}
-	if r := c.builtin.Ranges[0][0]; r.Gateway.String() != "10.1.0.1" || r.RangeEnd.String() != "10.1.0.254" {
-		t.Errorf("range defaults: gateway %s end %s", r.Gateway, r.RangeEnd)
-	}
-
-	ext, err := loadConf([]byte(conf(`"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24"}]]}`)), "")
-	if err != nil || ext.builtin != nil {
-		t.Fatalf("external ipam: builtin=%v err=%v", ext.builtin, err)
-	}
-}
-
-func TestGCAcceptsBothAttachmentKeys(t *testing.T) {
-	c, err := loadConf([]byte(conf(goodIPAM+`, "cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}], "cni.dev/attachments": [{"containerID": "b", "ifname": "eth1"}]`)), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.attachments(); len(got) != 2 || got[0].ContainerID != "a" || got[1].ContainerID != "b" {
-		t.Fatalf("attachments = %+v", got)
-	}
-}
-
 // TestResultEveryVersion converts the ADD result to each supported version
 // and checks what chained plugins read from it.
 func TestResultEveryVersion(t *testing.T) {
-	c, err := loadConf([]byte(conf(`"dns": {"nameservers": ["10.1.0.53"]}, `+goodIPAM)), "")
+	c, err := netconf.Load([]byte(conf(`"dns": {"nameservers": ["10.1.0.53"]}, `+goodIPAM)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +91,7 @@ func TestLogFileIsNotFollowed(t *testing.T) {
 	if err := os.Symlink(target, path); err != nil {
 		t.Fatal(err)
 	}
-	log, closer := newLogger(&NetConf{LogFile: path, LogLevel: "debug"})
+	log, closer := newLogger(&netconf.NetConf{LogFile: path, LogLevel: "debug"})
 	log.Info("must not land in the link's target")
 	closer.Close()
 	if b, _ := os.ReadFile(target); string(b) != "keep\n" {
@@ -188,7 +106,7 @@ func TestLogFileIsCapped(t *testing.T) {
 	t.Cleanup(func() { maxLogSize = old })
 	path := filepath.Join(t.TempDir(), "vethroute.log")
 	for i := range 20 {
-		log, closer := newLogger(&NetConf{LogFile: path, LogLevel: "info"})
+		log, closer := newLogger(&netconf.NetConf{LogFile: path, LogLevel: "info"})
 		log.Info("a line of some length to fill the file", "i", i)
 		closer.Close()
 	}
@@ -213,5 +131,38 @@ func TestIOErrorsAreCode5(t *testing.T) {
 		if !errors.As(err, &te) || te.Code != types.ErrIOFailure {
 			t.Errorf("%v: got %v, want code %d", errno, err, types.ErrIOFailure)
 		}
+	}
+}
+
+// TestAllocatorFor: ipam.type "vethroute" is the in-process pool with the
+// attachment as owner; any other type is exec'd.
+func TestAllocatorFor(t *testing.T) {
+	args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0"}
+	tests := []struct {
+		name, ipam string
+		builtin    bool
+	}{
+		{"built-in", goodIPAM, true},
+		{"external", `"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24"}]]}`, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := netconf.Load([]byte(conf(tc.ipam)), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch a := allocatorFor(c, args).(type) {
+			case *ipam.Builtin:
+				if !tc.builtin || a.Owner != (ipam.Owner{ContainerID: "c1", IfName: "eth0"}) || a.Network != "n" {
+					t.Errorf("allocatorFor = %+v", a)
+				}
+			case *external.Plugin:
+				if tc.builtin || a.Type != "host-local" {
+					t.Errorf("allocatorFor = %+v", a)
+				}
+			default:
+				t.Errorf("allocatorFor = %T", a)
+			}
+		})
 	}
 }

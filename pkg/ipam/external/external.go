@@ -1,0 +1,103 @@
+package external
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	cniipam "github.com/containernetworking/plugins/pkg/ipam"
+
+	"github.com/vethroute/vethroute/pkg/ipam"
+	"github.com/vethroute/vethroute/pkg/netconf"
+)
+
+// Plugin execs the IPAM plugin Type with the runtime's stdin. The plugin
+// reads the attachment from the CNI environment, which it inherits.
+type Plugin struct {
+	Type  string
+	Stdin []byte
+	// PrevResult is the runtime's result of ADD, when it sent one: the
+	// only record of the addresses outside the IPAM plugin.
+	PrevResult types.Result
+}
+
+var _ ipam.Allocator = (*Plugin)(nil)
+
+// Allocate runs the plugin's ADD. A result vethroute cannot use (no
+// address, an address without a gateway, which vethroute puts on the node's
+// veth) is handed back through the plugin's DEL.
+func (p *Plugin) Allocate() ([]ipam.Lease, []*types.Route, error) {
+	r, err := cniipam.ExecAdd(p.Type, p.Stdin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ipam plugin %s: %w", p.Type, err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		_ = p.Release()
+		return nil, nil, fmt.Errorf("convert result of ipam plugin %s: %w", p.Type, err)
+	}
+	if len(res.IPs) == 0 {
+		_ = p.Release()
+		return nil, nil, netconf.ConfigError("ipam", "plugin %s returned no address; configure it to hand out one per address family", p.Type)
+	}
+	leases := make([]ipam.Lease, 0, len(res.IPs))
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil {
+			_ = p.Release()
+			return nil, nil, types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("ipam plugin %s returned %s without a gateway; configure a gateway for the range, vethroute puts it on the node's veth", p.Type, ipc.Address.String()), "")
+		}
+		leases = append(leases, ipam.Lease{Address: ipc.Address, Gateway: ipc.Gateway})
+	}
+	return leases, res.Routes, nil
+}
+
+// Release runs the plugin's DEL.
+func (p *Plugin) Release() error {
+	if err := cniipam.ExecDel(p.Type, p.Stdin); err != nil {
+		return fmt.Errorf("ipam plugin %s DEL: %w", p.Type, err)
+	}
+	return nil
+}
+
+// Held returns the addresses of prevResult; nil without one.
+func (p *Plugin) Held() ([]*net.IPNet, error) {
+	if p.PrevResult == nil {
+		return nil, nil
+	}
+	prev, err := current.NewResultFromResult(p.PrevResult)
+	if err != nil {
+		return nil, err
+	}
+	var out []*net.IPNet
+	for _, ipc := range prev.IPs {
+		a := ipc.Address
+		out = append(out, &a)
+	}
+	return out, nil
+}
+
+// Check runs the plugin's CHECK, which compares with prevResult itself.
+func (p *Plugin) Check([]net.IP) error {
+	if err := cniipam.ExecCheck(p.Type, p.Stdin); err != nil {
+		return fmt.Errorf("ipam plugin %s CHECK: %w", p.Type, err)
+	}
+	return nil
+}
+
+// Collect runs the plugin's GC, which reads the valid attachments from
+// stdin itself and does not say how many it released.
+func (p *Plugin) Collect(func(ipam.Owner) bool) (int, error) {
+	if err := invoke.DelegateGC(context.TODO(), p.Type, p.Stdin, nil); err != nil {
+		return 0, fmt.Errorf("ipam plugin %s GC: %w", p.Type, err)
+	}
+	return 0, nil
+}
+
+// Status runs the plugin's STATUS.
+func (p *Plugin) Status() error {
+	return cniipam.ExecStatus(p.Type, p.Stdin)
+}
