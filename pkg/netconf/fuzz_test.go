@@ -10,12 +10,12 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 )
 
-// FuzzLoad feeds arbitrary stdin and CNI_ARGS to the configuration
+// FuzzLoadConf feeds arbitrary stdin and CNI_ARGS to the configuration
 // parser. It must never panic; it must either reject the input with a CNI
 // error of a configuration code (6 or 7) and a message, or return a
 // configuration that satisfies every promise the rest of the plugin relies
 // on; and it must be deterministic.
-func FuzzLoad(f *testing.F) {
+func FuzzLoadConf(f *testing.F) {
 	// The example configuration of the repository is the first seed.
 	if b, err := os.ReadFile(filepath.Join("..", "..", "conf", "10-vethroute.conflist")); err == nil {
 		f.Add(b, "")
