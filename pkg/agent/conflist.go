@@ -1,35 +1,28 @@
 package agent
 
 import (
-	"bytes"
-	_ "embed"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
-	"text/template"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/utils"
+	"github.com/containernetworking/plugins/plugins/ipam/host-local/backend/allocator"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vethroute/vethroute/pkg/netconf"
 )
 
-// DefaultConfTemplate is the built-in conflist template: the vethroute
-// plugin with its built-in IPAM, one range per pod CIDR of the node and a
-// default route per address family.
-//
-//go:embed conflist.tmpl
-var DefaultConfTemplate string
-
-// ConfData is what a conflist template is executed with.
+// ConfData is what the agent writes into a node's conflist.
 type ConfData struct {
-	// NodeName is the node the configuration is for.
-	NodeName string
 	// CNIVersion and Network are the conflist's cniVersion and name.
 	CNIVersion string
 	Network    string
-	// MTU is the pods' MTU; 0 leaves the plugin's default.
+	// MTU is the pods' MTU; 0 leaves the plugin's default (netconf.DefaultMTU).
 	MTU int
 	// DataDir is the built-in IPAM's reservation directory.
 	DataDir string
@@ -42,30 +35,14 @@ type ConfData struct {
 	Ranges []ConfRange
 }
 
-// ConfRange is one pod CIDR of the node as the plugin's IPAM range.
+// ConfRange is one pod CIDR of the node as the plugin's IPAM range, with
+// the family's default route (0.0.0.0/0 or ::/0) through its gateway.
 type ConfRange struct {
 	// Subnet is the pod CIDR.
-	Subnet string
+	Subnet netip.Prefix
 	// Gateway is the node's address in it, which the plugin puts on every
 	// host veth: the last usable address of the subnet.
-	Gateway string
-	// DefaultRoute is the family's default destination, 0.0.0.0/0 or ::/0.
-	DefaultRoute string
-}
-
-// ParseConfTemplate parses a conflist template. Templates get one function
-// besides the built-ins: json, which quotes a value as JSON.
-func ParseConfTemplate(text string) (*template.Template, error) {
-	t, err := template.New("conflist").Option("missingkey=error").Funcs(template.FuncMap{
-		"json": func(v any) (string, error) {
-			b, err := json.Marshal(v)
-			return string(b), err
-		},
-	}).Parse(text)
-	if err != nil {
-		return nil, fmt.Errorf("parse conflist template: %w", err)
-	}
-	return t, nil
+	Gateway netip.Addr
 }
 
 // Gateway returns the address the node takes in a pod CIDR: the last usable
@@ -117,10 +94,9 @@ func CNIVersionFor(node *corev1.Node) string {
 	return "1.0.0"
 }
 
-// NewConfData builds the template data for a node from its pod CIDRs.
+// NewConfData builds the conflist data for a node from its pod CIDRs.
 func NewConfData(node *corev1.Node, base ConfData) (ConfData, error) {
 	d := base
-	d.NodeName = node.Name
 	d.Ranges = nil
 	if d.CNIVersion == AutoCNIVersion {
 		d.CNIVersion = CNIVersionFor(node)
@@ -138,29 +114,43 @@ func NewConfData(node *corev1.Node, base ConfData) (ConfData, error) {
 		if err != nil {
 			return d, fmt.Errorf("node %s: %w", node.Name, err)
 		}
-		def := "0.0.0.0/0"
-		if p.Addr().Is6() {
-			def = "::/0"
-		}
-		d.Ranges = append(d.Ranges, ConfRange{Subnet: p.Masked().String(), Gateway: gw.String(), DefaultRoute: def})
+		d.Ranges = append(d.Ranges, ConfRange{Subnet: p.Masked(), Gateway: gw})
 	}
 	return d, nil
 }
 
-// RenderConfList executes the template with data and checks that the result
-// is a conflist libcni accepts. The output is re-indented, so a template's
-// whitespace never causes a rewrite.
-func RenderConfList(t *template.Template, data ConfData) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := t.Execute(&buf, data); err != nil {
+// ConfList is the typed conflist of data: the vethroute plugin with its
+// built-in IPAM, one range set per pod CIDR and a default route per address
+// family.
+func ConfList(data ConfData) netconf.ConfList {
+	ipamConf := &allocator.IPAMConfig{DataDir: data.DataDir}
+	for _, r := range data.Ranges {
+		subnet := net.IPNet{IP: r.Subnet.Addr().AsSlice(), Mask: net.CIDRMask(r.Subnet.Bits(), r.Subnet.Addr().BitLen())}
+		def := net.IPNet{IP: make(net.IP, len(subnet.IP)), Mask: net.CIDRMask(0, r.Subnet.Addr().BitLen())}
+		ipamConf.Ranges = append(ipamConf.Ranges, allocator.RangeSet{{Subnet: types.IPNet(subnet), Gateway: r.Gateway.AsSlice()}})
+		ipamConf.Routes = append(ipamConf.Routes, &types.Route{Dst: def})
+	}
+	plugin := &netconf.NetConf{
+		PluginConf:   types.PluginConf{Type: netconf.PluginType, IPAM: types.IPAM{Type: netconf.BuiltinIPAM}},
+		MTU:          data.MTU,
+		LogFile:      data.LogFile,
+		ReaperSocket: data.ReaperSocket,
+		Builtin:      ipamConf,
+	}
+	return netconf.ConfList{CNIVersion: data.CNIVersion, Name: data.Network, Plugins: []*netconf.NetConf{plugin}}
+}
+
+// RenderConfList writes the conflist of data and checks the result as the
+// runtime and the plugin will: libcni must accept the list, and each
+// vethroute entry must pass the plugin's own netconf.Load. The output is
+// deterministic, so the file is only rewritten when data changes.
+func RenderConfList(data ConfData) ([]byte, error) {
+	b, err := json.MarshalIndent(ConfList(data), "", "  ")
+	if err != nil {
 		return nil, fmt.Errorf("render conflist: %w", err)
 	}
-	var out bytes.Buffer
-	if err := json.Indent(&out, buf.Bytes(), "", "  "); err != nil {
-		return nil, fmt.Errorf("rendered conflist is not JSON: %w\n%s", err, buf.Bytes())
-	}
-	out.WriteByte('\n')
-	l, err := libcni.ConfListFromBytes(out.Bytes())
+	b = append(b, '\n')
+	l, err := libcni.ConfListFromBytes(b)
 	if err != nil {
 		return nil, fmt.Errorf("rendered conflist is not a valid CNI configuration list: %w", err)
 	}
@@ -171,5 +161,8 @@ func RenderConfList(t *template.Template, data ConfData) ([]byte, error) {
 	if l.CNIVersion == "" || len(l.Plugins) == 0 {
 		return nil, fmt.Errorf("rendered conflist is not a valid CNI configuration list: no cniVersion or no plugins")
 	}
-	return out.Bytes(), nil
+	if _, err := netconf.LoadConfList(b); err != nil {
+		return nil, fmt.Errorf("rendered conflist would fail the plugin: %w", err)
+	}
+	return b, nil
 }

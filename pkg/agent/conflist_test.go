@@ -110,22 +110,36 @@ func TestRenderConfList(t *testing.T) {
 			wantErr:  "too small",
 		},
 		{
+			name:     "MTU the plugin refuses",
+			podCIDRs: []string{"10.0.0.0/24"},
+			base:     ConfData{CNIVersion: "1.1.0", Network: "x", MTU: 20, DataDir: "/d"},
+			wantErr:  "would fail the plugin: plugins[0]: invalid network config: mtu",
+		},
+		{
+			name:     "IPv6 pod CIDR under the plugin's IPv6 MTU",
+			podCIDRs: []string{"fd00::/64"},
+			base:     ConfData{CNIVersion: "1.1.0", Network: "x", MTU: 1200, DataDir: "/d"},
+			wantErr:  "would fail the plugin: plugins[0]: invalid network config: mtu: 1200 is below 1280",
+		},
+		{
+			name:     "relative dataDir",
+			podCIDRs: []string{"10.0.0.0/24"},
+			base:     ConfData{CNIVersion: "1.1.0", Network: "x", DataDir: "data"},
+			wantErr:  "ipam.dataDir",
+		},
+		{
 			name:     "network name libcni rejects",
 			podCIDRs: []string{"10.0.0.0/24"},
 			base:     ConfData{CNIVersion: "1.1.0", Network: "", DataDir: "/d"},
 			wantErr:  "not a valid CNI configuration list",
 		},
 	}
-	tmpl, err := ParseConfTemplate(DefaultConfTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			data, err := NewConfData(node("n1", tc.podCIDRs), tc.base)
 			var out []byte
 			if err == nil {
-				out, err = RenderConfList(tmpl, data)
+				out, err = RenderConfList(data)
 			}
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -170,67 +184,11 @@ func TestRenderConfList(t *testing.T) {
 			}
 			// Rendering is deterministic, so the file is only rewritten
 			// when the node changes.
-			again, err := RenderConfList(tmpl, data)
+			again, err := RenderConfList(data)
 			if err != nil || string(again) != string(out) {
 				t.Errorf("second render differs (err %v)", err)
 			}
 		})
-	}
-}
-
-func TestCustomTemplate(t *testing.T) {
-	tests := []struct {
-		name, text, wantErr string
-	}{
-		{
-			name: "custom chain with portmap",
-			text: `{"cniVersion": {{json .CNIVersion}}, "name": {{json .Network}}, "plugins": [
-{"type": "vethroute", "ipam": {"type": "vethroute", "ranges": [{{range $i, $r := .Ranges}}{{if $i}},{{end}}[{"subnet": {{json $r.Subnet}}, "gateway": {{json $r.Gateway}}}]{{end}}]}},
-{"type": "portmap", "capabilities": {"portMappings": true}}]} # {{.NodeName}}`,
-			wantErr: "not JSON",
-		},
-		{
-			name: "valid custom chain",
-			text: `{"cniVersion": {{json .CNIVersion}}, "name": {{json .Network}}, "plugins": [
-{"type": "vethroute", "ipam": {"type": "vethroute", "ranges": [{{range $i, $r := .Ranges}}{{if $i}},{{end}}[{"subnet": {{json $r.Subnet}}, "gateway": {{json $r.Gateway}}}]{{end}}]}},
-{"type": "portmap", "capabilities": {"portMappings": true}, "node": {{json .NodeName}}}]}`,
-		},
-		{name: "unknown field", text: `{{.Nope}}`, wantErr: "render conflist"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			tmpl, err := ParseConfTemplate(tc.text)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, err := NewConfData(node("n7", []string{"10.7.0.0/24"}), ConfData{CNIVersion: "1.1.0", Network: "x"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := RenderConfList(tmpl, data)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			l, err := libcni.ConfListFromBytes(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(l.Plugins) != 2 || l.Plugins[1].Network.Type != "portmap" || !strings.Contains(string(out), `"node": "n7"`) {
-				t.Errorf("custom template not honoured:\n%s", out)
-			}
-		})
-	}
-}
-
-func TestParseConfTemplateRejectsSyntax(t *testing.T) {
-	if _, err := ParseConfTemplate(`{{if}}`); err == nil {
-		t.Fatal("ParseConfTemplate accepted a broken template")
 	}
 }
 

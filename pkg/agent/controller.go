@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -51,9 +50,8 @@ type Config struct {
 	NodeName string
 	// ConfPath is the CNI configuration file the agent owns.
 	ConfPath string
-	// ConfTemplate renders it; ConfBase carries the fixed fields.
-	ConfTemplate *template.Template
-	ConfBase     ConfData
+	// ConfBase carries the conflist's fixed fields.
+	ConfBase ConfData
 	// ResyncPeriod is how often the desired state is re-applied against
 	// drift (a route deleted by hand) without any API change.
 	ResyncPeriod time.Duration
@@ -96,13 +94,6 @@ type problemKey struct{ node, reason string }
 func NewController(cfg Config, informer coreinformers.NodeInformer, routes RouteTable, masq MasqSyncer, recorder record.EventRecorder, metrics *Metrics, log *slog.Logger) (*Controller, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("node name is empty")
-	}
-	if cfg.ConfTemplate == nil {
-		t, err := ParseConfTemplate(DefaultConfTemplate)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ConfTemplate = t
 	}
 	if cfg.ResyncPeriod <= 0 {
 		cfg.ResyncPeriod = 30 * time.Second
@@ -309,14 +300,14 @@ func (c *Controller) syncConf(nodes []*corev1.Node) error {
 	if c.cfg.EnableForwarding != nil {
 		var v4, v6 bool
 		for _, r := range data.Ranges {
-			v6 = v6 || r.DefaultRoute == "::/0"
-			v4 = v4 || r.DefaultRoute != "::/0"
+			v6 = v6 || r.Subnet.Addr().Is6()
+			v4 = v4 || r.Subnet.Addr().Is4()
 		}
 		if err := c.cfg.EnableForwarding(v4, v6); err != nil {
 			return err
 		}
 	}
-	content, err := RenderConfList(c.cfg.ConfTemplate, data)
+	content, err := RenderConfList(data)
 	if err != nil {
 		return err
 	}

@@ -4,22 +4,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
+
+	"github.com/vethroute/vethroute/pkg/netconf"
 )
 
-// ParseLevel maps a --log-level value to a slog level.
+// ParseLevel maps a --log-level value to a slog level with netconf's
+// parser; the agent's default is info, since it runs once per node.
 func ParseLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(s) {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "", "info":
-		return slog.LevelInfo, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
+	lv, err := netconf.ParseLevel(s, slog.LevelInfo)
+	if err != nil {
+		return 0, fmt.Errorf("--log-level %w", err)
 	}
-	return 0, fmt.Errorf("--log-level %q is not one of debug, info, warn, error", s)
+	return lv, nil
 }
 
 // NewLogger returns the agent's structured logger writing to w in the

@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/vethroute/vethroute/pkg/noderoutes"
+	"github.com/vethroute/vethroute/pkg/netconf"
 )
 
 // Options are the agent's command-line settings. docs/kubernetes.md lists
@@ -24,7 +24,6 @@ type Options struct {
 	NodeName         string
 	CNIConfDir       string
 	CNIConfName      string
-	CNIConfTemplate  string
 	CNIVersion       string
 	Network          string
 	MTU              int
@@ -49,14 +48,13 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", "", "name of the Node this agent runs on (default $NODE_NAME)")
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory the CNI configuration is written to")
 	fs.StringVar(&o.CNIConfName, "cni-conf-name", "10-vethroute.conflist", "file name of the CNI configuration")
-	fs.StringVar(&o.CNIConfTemplate, "cni-conf-template", "", "Go text/template file for the conflist; empty uses the built-in one")
 	fs.StringVar(&o.CNIVersion, "cni-version", AutoCNIVersion, `cniVersion of the written conflist; "auto" picks the newest the node's container runtime reads (1.1.0 on containerd 2+, else 1.0.0)`)
 	fs.StringVar(&o.Network, "network-name", "vethroute", "network name of the written conflist")
-	fs.IntVar(&o.MTU, "mtu", 0, "pod interface MTU written to the conflist; 0 leaves the plugin's default (1500)")
-	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", "/var/lib/cni/vethroute", "reservation directory of the plugin's built-in IPAM")
+	fs.IntVar(&o.MTU, "mtu", 0, fmt.Sprintf("pod interface MTU written to the conflist; 0 leaves the plugin's default (%d)", netconf.DefaultMTU))
+	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", netconf.DefaultDataDir, "reservation directory of the plugin's built-in IPAM")
 	fs.StringVar(&o.PluginLogFile, "plugin-log-file", "", "log file the plugin writes to (conflist logFile); empty logs to the runtime")
 	fs.StringVar(&o.ReaperSocket, "reaper-socket", "", "Unix socket on which the agent deletes host veths for the plugin's DEL, so DEL need not wait for the kernel to release them; written to the conflist. Must be the same path on the host; empty disables")
-	fs.IntVar(&o.RouteProtocol, "route-protocol", int(noderoutes.DefaultProtocol), "route protocol number that tags (and marks as the agent's) the routes to other nodes")
+	fs.IntVar(&o.RouteProtocol, "route-protocol", netconf.AgentRouteProtocol, "route protocol number that tags (and marks as the agent's) the routes to other nodes")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "how often routes are re-applied against drift without an API change")
 	fs.BoolVar(&o.Masquerade, "masquerade", false, "masquerade pod traffic leaving the cluster's pod CIDRs (nftables table inet vethroute-agent)")
 	fs.StringVar(&o.ClusterCIDRs, "cluster-cidrs", "", "comma-separated pod CIDRs of the cluster (kube-controller-manager's --cluster-cidr), required: a Node's pod CIDR outside them gets no route, and masquerading treats them as inside the cluster")
@@ -108,8 +106,8 @@ func (o *Options) Validate(getenv func(string) string) error {
 	if o.ResyncPeriod < time.Second {
 		errs = append(errs, fmt.Errorf("--resync-period %s is below 1s", o.ResyncPeriod))
 	}
-	if o.MTU != 0 && (o.MTU < 68 || o.MTU > 65535) {
-		errs = append(errs, fmt.Errorf("--mtu %d is outside 68..65535", o.MTU))
+	if o.MTU != 0 && (o.MTU < netconf.MinMTU || o.MTU > netconf.MaxMTU) {
+		errs = append(errs, fmt.Errorf("--mtu %d is outside %d..%d", o.MTU, netconf.MinMTU, netconf.MaxMTU))
 	}
 	if cidrs, err := o.clusterCIDRs(); err != nil {
 		errs = append(errs, err)
@@ -139,7 +137,7 @@ func routeProtocolOwner(p int) string {
 		return "routing daemons (gated, ra, mrt, zebra, bird, dnrouted, xorp, ntk, dhcp, mrouted, keepalived)"
 	case p == 42:
 		return "babel"
-	case p == 86:
+	case p == netconf.PluginRouteProtocol:
 		return "the vethroute plugin's hostRoutes"
 	case p == 99:
 		return "openr"

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"text/template"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -58,15 +57,10 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 		return err
 	}
 
-	tmpl, err := loadTemplate(o.CNIConfTemplate)
-	if err != nil {
-		return err
-	}
 	clusterCIDRs, _ := o.clusterCIDRs()
 	cfg := Config{
-		NodeName:     o.NodeName,
-		ConfPath:     filepath.Join(o.CNIConfDir, o.CNIConfName),
-		ConfTemplate: tmpl,
+		NodeName: o.NodeName,
+		ConfPath: filepath.Join(o.CNIConfDir, o.CNIConfName),
 		ConfBase: ConfData{
 			CNIVersion: o.CNIVersion, Network: o.Network, MTU: o.MTU,
 			DataDir: o.IPAMDataDir, LogFile: o.PluginLogFile, ReaperSocket: o.ReaperSocket,
@@ -179,18 +173,6 @@ func serveHTTP(addr string, h http.Handler, log *slog.Logger) (*http.Server, err
 	}()
 	log.Info("serving HTTP", "addr", srv.Addr)
 	return srv, nil
-}
-
-func loadTemplate(path string) (*template.Template, error) {
-	text := DefaultConfTemplate
-	if path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read --cni-conf-template: %w", err)
-		}
-		text = string(b)
-	}
-	return ParseConfTemplate(text)
 }
 
 // setupMasquerade returns the masquerader when --masquerade is on. When it
