@@ -22,6 +22,7 @@ import (
 
 	"github.com/vethroute/vethroute/internal/buildinfo"
 	"github.com/vethroute/vethroute/pkg/agent"
+	"github.com/vethroute/vethroute/pkg/agent/reaperhost"
 )
 
 func main() {
@@ -80,7 +81,7 @@ func runReaper(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := agent.RunReaper(ctx, *socket, log); err != nil {
+	if err := reaperhost.Run(ctx, *socket, log); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
 	}

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/vethroute/vethroute/pkg/agent/monitor"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 )
 
@@ -77,7 +78,7 @@ type Controller struct {
 	routes   RouteTable
 	masq     MasqSyncer
 	recorder record.EventRecorder
-	metrics  *Metrics
+	metrics  *monitor.Metrics
 	log      *slog.Logger
 
 	// reported holds the problems already announced (node, reason ->
@@ -91,7 +92,7 @@ type problemKey struct{ node, reason string }
 
 // NewController wires a controller to a Node informer. The informer's
 // factory must be started by the caller.
-func NewController(cfg Config, informer coreinformers.NodeInformer, routes RouteTable, masq MasqSyncer, recorder record.EventRecorder, metrics *Metrics, log *slog.Logger) (*Controller, error) {
+func NewController(cfg Config, informer coreinformers.NodeInformer, routes RouteTable, masq MasqSyncer, recorder record.EventRecorder, metrics *monitor.Metrics, log *slog.Logger) (*Controller, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("node name is empty")
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +20,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/vethroute/vethroute/pkg/agent/masquerade"
+	"github.com/vethroute/vethroute/pkg/agent/monitor"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 )
 
@@ -82,7 +82,7 @@ func (m *fakeMasq) Sync(_ context.Context, ps []netip.Prefix) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cidrs = nil
-	for _, p := range Collapse(ps) {
+	for _, p := range masquerade.Collapse(ps) {
 		m.cidrs = append(m.cidrs, p.String())
 	}
 	return nil
@@ -111,7 +111,7 @@ type harness struct {
 	table   *fakeTable
 	masq    *fakeMasq
 	ctrl    *Controller
-	metrics *Metrics
+	metrics *monitor.Metrics
 	conf    string
 }
 
@@ -126,7 +126,7 @@ func startController(t *testing.T, table *fakeTable, nodes ...*corev1.Node) *har
 	}
 	client := fake.NewClientset(objs...)
 	factory := informers.NewSharedInformerFactory(client, 0)
-	metrics := NewMetrics()
+	metrics := monitor.NewMetrics()
 	recorder, stopEvents := NewEventRecorder(ctx, client, "router01")
 	masq := &fakeMasq{}
 	conf := filepath.Join(t.TempDir(), "net.d", "10-vethroute.conflist")
@@ -360,42 +360,5 @@ func TestControllerRetriesWithBackoff(t *testing.T) {
 	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2")
 	if got := testutil.ToFloat64(h.metrics.ReconcileErrors); got != 3 {
 		t.Errorf("reconcile_errors_total = %v, want 3", got)
-	}
-}
-
-func TestHandler(t *testing.T) {
-	m := NewMetrics()
-	m.RoutesProgrammed.Set(2)
-	var ready bool
-	srv := httptest.NewServer(Handler(m, func() bool { return ready }))
-	defer srv.Close()
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	tests := []struct {
-		path     string
-		ready    bool
-		wantCode int
-		wantBody string
-	}{
-		{"/healthz", false, 200, "ok"},
-		{"/readyz", false, 503, "not ready"},
-		{"/readyz", true, 200, "ok"},
-		{"/metrics", true, 200, "vethroute_agent_routes_programmed 2"},
-		{"/nope", true, 404, ""},
-	}
-	for _, tc := range tests {
-		ready = tc.ready
-		code, body := get(tc.path)
-		if code != tc.wantCode || !strings.Contains(body, tc.wantBody) {
-			t.Errorf("GET %s (ready=%v) = %d %q, want %d containing %q", tc.path, tc.ready, code, body, tc.wantCode, tc.wantBody)
-		}
 	}
 }

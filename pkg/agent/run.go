@@ -2,23 +2,22 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/net/netutil"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/vethroute/vethroute/pkg/agent/masquerade"
+	"github.com/vethroute/vethroute/pkg/agent/monitor"
+	"github.com/vethroute/vethroute/pkg/agent/reaperhost"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
 )
@@ -36,14 +35,9 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	klog.SetSlogLogger(log)
 	log = log.With("node", o.NodeName)
 
-	restCfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	client, err := newClient(o.Kubeconfig, version)
 	if err != nil {
-		return fmt.Errorf("load kubeconfig: %w", err)
-	}
-	restCfg.UserAgent = Component + "/" + version
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("create clientset: %w", err)
+		return err
 	}
 
 	table, err := noderoutes.Open(netlink.RouteProtocol(o.RouteProtocol))
@@ -72,7 +66,7 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 		cfg.EnableForwarding = routing.EnableForwarding
 	}
 
-	metrics := NewMetrics()
+	metrics := monitor.NewMetrics()
 	recorder, stopEvents := NewEventRecorder(ctx, client, o.NodeName)
 	defer stopEvents()
 
@@ -86,7 +80,7 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 
 	var live []func() error
 	if o.ReaperSocket != "" {
-		stopReaper, reaperAlive, err := startReaper(ctx, o.ReaperSocket, metrics, log)
+		stopReaper, reaperAlive, err := reaperhost.Start(ctx, o.ReaperSocket, metrics, log)
 		if err != nil {
 			return err
 		}
@@ -94,35 +88,11 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 		live = append(live, reaperAlive)
 	}
 
-	var servers []*http.Server
-	defer func() {
-		shutCtx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
-		defer cancel()
-		for _, srv := range servers {
-			if err := srv.Shutdown(shutCtx); err != nil {
-				log.Warn("HTTP server shutdown", "addr", srv.Addr, "err", err)
-			}
-		}
-	}()
-	if o.HealthAddr != "" {
-		h := Handler(metrics, ctrl.Ready, live...)
-		if o.MetricsAddr != "" {
-			// /metrics only on its own address; health stays local.
-			h = Handler(nil, ctrl.Ready, live...)
-		}
-		srv, err := serveHTTP(o.HealthAddr, h, log)
-		if err != nil {
-			return fmt.Errorf("--health-addr: %w", err)
-		}
-		servers = append(servers, srv)
+	stopHTTP, err := startHTTP(o, metrics, ctrl.Ready, live, log)
+	if err != nil {
+		return err
 	}
-	if o.MetricsAddr != "" {
-		srv, err := serveHTTP(o.MetricsAddr, MetricsHandler(metrics), log)
-		if err != nil {
-			return fmt.Errorf("--metrics-addr: %w", err)
-		}
-		servers = append(servers, srv)
-	}
+	defer stopHTTP()
 
 	log.Info("starting", "version", version, "conf", cfg.ConfPath, "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "resync", o.ResyncPeriod)
 	factory.Start(ctx.Done())
@@ -137,49 +107,66 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	return nil
 }
 
-// HTTP limits of the health and metrics servers. Anything on the node, or
-// any pod where the address is reachable, can connect: idle or slow
-// connections are cut and their number capped, so that they cannot exhaust
-// the agent's memory or descriptors. Health and metrics have separate
-// servers, so connections to one never hold the other's slots.
-const (
-	maxHTTPConns      = 64
-	httpHeaderTimeout = 5 * time.Second
-	httpIOTimeout     = 10 * time.Second
-	httpIdleTimeout   = 30 * time.Second
-	httpMaxHeader     = 8 << 10
-)
-
-// serveHTTP serves h on addr, with the limits above, until the returned
-// server is shut down.
-func serveHTTP(addr string, h http.Handler, log *slog.Logger) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
+// newClient returns a clientset for kubeconfig (in-cluster when empty).
+func newClient(kubeconfig, version string) (*kubernetes.Clientset, error) {
+	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
-	srv := &http.Server{
-		Addr:              ln.Addr().String(),
-		Handler:           h,
-		ReadHeaderTimeout: httpHeaderTimeout,
-		ReadTimeout:       httpIOTimeout,
-		WriteTimeout:      httpIOTimeout,
-		IdleTimeout:       httpIdleTimeout,
-		MaxHeaderBytes:    httpMaxHeader,
+	restCfg.UserAgent = Component + "/" + version
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("create clientset: %w", err)
 	}
-	go func() {
-		if err := srv.Serve(netutil.LimitListener(ln, maxHTTPConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server stopped", "addr", srv.Addr, "err", err)
+	return client, nil
+}
+
+// startHTTP serves health on --health-addr and metrics on --metrics-addr
+// (or with health when that is empty). stop shuts the servers down within
+// --shutdown-timeout.
+func startHTTP(o Options, metrics *monitor.Metrics, ready func() bool, live []func() error, log *slog.Logger) (stop func(), err error) {
+	var servers []*http.Server
+	shutdown := func() {
+		shutCtx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+		defer cancel()
+		for _, srv := range servers {
+			if err := srv.Shutdown(shutCtx); err != nil {
+				log.Warn("HTTP server shutdown", "addr", srv.Addr, "err", err)
+			}
+		}
+	}
+	defer func() {
+		if err != nil {
+			shutdown()
 		}
 	}()
-	log.Info("serving HTTP", "addr", srv.Addr)
-	return srv, nil
+	if o.HealthAddr != "" {
+		h := monitor.Handler(metrics, ready, live...)
+		if o.MetricsAddr != "" {
+			// /metrics only on its own address; health stays local.
+			h = monitor.Handler(nil, ready, live...)
+		}
+		srv, err := monitor.Serve(o.HealthAddr, h, log)
+		if err != nil {
+			return nil, fmt.Errorf("--health-addr: %w", err)
+		}
+		servers = append(servers, srv)
+	}
+	if o.MetricsAddr != "" {
+		srv, err := monitor.Serve(o.MetricsAddr, monitor.MetricsHandler(metrics), log)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		servers = append(servers, srv)
+	}
+	return shutdown, nil
 }
 
 // setupMasquerade returns the masquerader when --masquerade is on. When it
 // is off, a table left by an earlier run with it on is removed, best
 // effort: without the nft binary there is nothing to remove either.
 func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (MasqSyncer, error) {
-	nft, err := knftables.New(knftables.InetFamily, MasqTable)
+	nft, err := knftables.New(knftables.InetFamily, masquerade.Table)
 	if err != nil {
 		if o.Masquerade {
 			return nil, fmt.Errorf("--masquerade needs nftables: %w", err)
@@ -187,7 +174,7 @@ func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (MasqSync
 		log.Debug("nftables unavailable; no masquerade table to clean up", "err", err)
 		return nil, nil
 	}
-	m := NewMasquerader(nft)
+	m := masquerade.New(nft)
 	if !o.Masquerade {
 		if err := m.Delete(ctx); err != nil {
 			log.Warn("remove stale masquerade table", "err", err)

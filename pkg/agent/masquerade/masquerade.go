@@ -1,4 +1,4 @@
-package agent
+package masquerade
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// MasqTable is the nftables table (family inet) the agent owns for
+// Table is the nftables table (family inet) the agent owns for
 // masquerading; nothing else in the ruleset is touched.
-const MasqTable = "vethroute-agent"
+const Table = "vethroute-agent"
 
 const (
 	masqSet4  = "pod-cidrs-v4"
@@ -25,9 +25,9 @@ type Masquerader struct {
 	nft knftables.Interface
 }
 
-// NewMasquerader returns a Masquerader working through nft, which must be
-// bound to family inet and table MasqTable (knftables.New or NewFake).
-func NewMasquerader(nft knftables.Interface) *Masquerader {
+// New returns a Masquerader working through nft, which must be
+// bound to family inet and table Table (knftables.New or NewFake).
+func New(nft knftables.Interface) *Masquerader {
 	return &Masquerader{nft: nft}
 }
 
@@ -64,7 +64,7 @@ func (m *Masquerader) Sync(ctx context.Context, podCIDRs []netip.Prefix) error {
 	tx.Add(&knftables.Rule{Chain: masqChain, Rule: knftables.Concat("ip saddr", "@"+masqSet4, "ip daddr !=", "@"+masqSet4, "masquerade")})
 	tx.Add(&knftables.Rule{Chain: masqChain, Rule: knftables.Concat("ip6 saddr", "@"+masqSet6, "ip6 daddr !=", "@"+masqSet6, "masquerade")})
 	if err := m.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("program masquerade table inet %s: %w", MasqTable, err)
+		return fmt.Errorf("program masquerade table inet %s: %w", Table, err)
 	}
 	return nil
 }
@@ -74,7 +74,7 @@ func (m *Masquerader) Delete(ctx context.Context) error {
 	tx := m.nft.NewTransaction()
 	tx.Delete(&knftables.Table{})
 	if err := m.nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
-		return fmt.Errorf("delete table inet %s: %w", MasqTable, err)
+		return fmt.Errorf("delete table inet %s: %w", Table, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package agent
+package monitor
 
 import (
 	"context"
@@ -18,11 +18,11 @@ import (
 // endpoint, served apart from metrics, answers meanwhile.
 func TestHTTPServerCapsIdleConnections(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	metrics, err := serveHTTP("127.0.0.1:0", MetricsHandler(NewMetrics()), log)
+	metrics, err := Serve("127.0.0.1:0", MetricsHandler(NewMetrics()), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	health, err := serveHTTP("127.0.0.1:0", Handler(nil, func() bool { return true }), log)
+	health, err := Serve("127.0.0.1:0", Handler(nil, func() bool { return true }), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestHealthzReportsDeadParts(t *testing.T) {
 		}
 		return nil
 	}
-	srv, err := serveHTTP("127.0.0.1:0", Handler(nil, func() bool { return true }, alive), slog.New(slog.DiscardHandler))
+	srv, err := Serve("127.0.0.1:0", Handler(nil, func() bool { return true }, alive), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
-package agent
+package monitor
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/vethroute/vethroute/pkg/reaper"
 )
 
 // Metrics are the agent's Prometheus metrics, registered on their own
@@ -78,4 +80,26 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// WatchReaper exports the counters of srv, the reaper the agent runs, from
+// now on: at zero until the first DEL, so alerts on them work at once.
+func (m *Metrics) WatchReaper(srv *reaper.Server) {
+	for result, c := range map[string]func() uint64{
+		"deleted": srv.Stats.Deleted.Load, "refused": srv.Stats.Refused.Load, "failed": srv.Stats.Failed.Load,
+	} {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "vethroute_agent", Name: "reaper_requests_total",
+			Help:        "Host veth deletions requested by the plugin's DEL, by result (deleted, refused, failed).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 { return float64(c()) }))
+	}
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "vethroute_agent", Name: "reaper_deletions_in_flight",
+		Help: "Host veth deletions the kernel has not finished; one that only grows means devices that are never released.",
+	}, func() float64 { return float64(srv.InFlight()) }))
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "vethroute_agent", Name: "reaper_slow_deletions_total",
+		Help: "Host veth deletions that have been in the kernel for 30 s (a leaked device reference; see unregister_netdevice in the kernel log), counted when they reach it.",
+	}, func() float64 { return float64(srv.Stats.Slow.Load()) }))
 }

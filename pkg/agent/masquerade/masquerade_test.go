@@ -1,7 +1,8 @@
-package agent
+package masquerade
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -36,8 +37,8 @@ func TestCollapse(t *testing.T) {
 
 func TestMasqueraderSync(t *testing.T) {
 	ctx := context.Background()
-	fake := knftables.NewFake(knftables.InetFamily, MasqTable)
-	m := NewMasquerader(fake)
+	fake := knftables.NewFake(knftables.InetFamily, Table)
+	m := New(fake)
 
 	if err := m.Sync(ctx, prefixes(t, "10.244.1.0/24", "10.244.0.0/16", "fd00:10:244:1::/64", "192.168.0.0/24")); err != nil {
 		t.Fatal(err)
@@ -78,4 +79,13 @@ func TestMasqueraderSync(t *testing.T) {
 	if err := m.Delete(ctx); err != nil {
 		t.Errorf("second Delete: %v", err)
 	}
+}
+
+func prefixes(t *testing.T, ss ...string) []netip.Prefix {
+	t.Helper()
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
 }

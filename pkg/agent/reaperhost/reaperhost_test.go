@@ -1,4 +1,4 @@
-package agent
+package reaperhost
 
 import (
 	"context"
@@ -9,18 +9,20 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vethroute/vethroute/pkg/agent/monitor"
 )
 
-// TestStartReaperMetrics checks that the reaper's series are exported from
+// TestStartMetrics checks that the reaper's series are exported from
 // the start, at zero, so that alerts on them work before the first DEL.
 // The server only listens on a socket in a temporary directory: it changes
 // nothing in the machine's network namespace.
-func TestStartReaperMetrics(t *testing.T) {
-	m := NewMetrics()
+func TestStartMetrics(t *testing.T) {
+	m := monitor.NewMetrics()
 	socket := filepath.Join(t.TempDir(), "reaper.sock")
-	stop, _, err := startReaper(context.Background(), socket, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	stop, _, err := Start(context.Background(), socket, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		t.Fatalf("startReaper: %v", err)
+		t.Fatalf("Start: %v", err)
 	}
 	defer stop()
 	want := `

@@ -1,0 +1,3 @@
+// Package masquerade rewrites the source address of pod traffic leaving the
+// cluster's pod CIDRs to the node's, in an nftables table of its own.
+package masquerade
