@@ -8,6 +8,10 @@
 //	    -file bin/vethroute-agent=/vethroute-agent \
 //	    -file bin/vethroute=/opt/vethroute/bin/vethroute
 //
+// -root DIR adds a whole staged tree instead (regular files, symbolic links
+// and directories, with their modes), for images assembled from a Debian
+// root such as the e2e suite's test images; -cmd sets the default arguments.
+//
 // The output is reproducible: entries are sorted, owned by root, and dated
 // $SOURCE_DATE_EPOCH (or the Unix epoch), so the same binaries give the
 // same image digest.
@@ -16,7 +20,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -33,21 +39,33 @@ func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
 func main() {
 	var files fileList
 	var labels fileList
+	var cmd fileList
 	out := flag.String("o", "", "output tar file")
 	name := flag.String("name", "vethroute:dev", "image name:tag")
 	entrypoint := flag.String("entrypoint", "", "entrypoint path inside the image")
 	arch := flag.String("arch", runtime.GOARCH, "image architecture")
 	flag.Var(&files, "file", "SRC=DST[:MODE] file to add (repeatable); MODE is octal, default 0755")
 	flag.Var(&labels, "label", "KEY=VALUE image label (repeatable)")
+	flag.Var(&cmd, "cmd", "default argument (repeatable, in order)")
+	root := flag.String("root", "", "directory whose whole tree is added at / (with -file entries on top)")
 	flag.Parse()
-	if *out == "" || len(files) == 0 {
-		fmt.Fprintln(os.Stderr, "ociimage: -o and at least one -file are required")
+	if *out == "" || len(files) == 0 && *root == "" {
+		fmt.Fprintln(os.Stderr, "ociimage: -o and at least one -file or a -root are required")
 		flag.Usage()
 		os.Exit(2)
 	}
 	spec := ociimage.Spec{Name: *name, Arch: *arch, Created: created(), Labels: map[string]string{}}
 	if *entrypoint != "" {
 		spec.Entrypoint = []string{*entrypoint}
+	}
+	spec.Cmd = cmd
+	if *root != "" {
+		tree, err := walkRoot(*root)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ociimage:", err)
+			os.Exit(1)
+		}
+		spec.Files = append(spec.Files, tree...)
 	}
 	for _, f := range files {
 		e, err := parseFile(f)
@@ -116,4 +134,50 @@ func writeFile(path string, spec ociimage.Spec) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// walkRoot lists the tree under dir as image entries at the same paths:
+// regular files (read at build time), symbolic links (kept as links, their
+// targets unchanged) and directories (so empty ones and their modes
+// survive). Anything else, a device or a socket, is refused: a staged root
+// has no business holding one.
+func walkRoot(dir string) ([]ociimage.File, error) {
+	var files []ociimage.File
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		dst := "/" + filepath.ToSlash(rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		mode := int64(info.Mode().Perm())
+		if info.Mode()&fs.ModeSticky != 0 {
+			mode |= 0o1000
+		}
+		switch {
+		case d.IsDir():
+			files = append(files, ociimage.File{Dst: dst, Dir: true, Mode: mode})
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			files = append(files, ociimage.File{Dst: dst, Link: target})
+		case d.Type().IsRegular():
+			files = append(files, ociimage.File{Src: p, Dst: dst, Mode: mode})
+		default:
+			return fmt.Errorf("-root %s: %s is neither a file, a link nor a directory", dir, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("-root %s: %w", dir, err)
+	}
+	return files, nil
 }

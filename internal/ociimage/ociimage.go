@@ -50,6 +50,14 @@ type File struct {
 	// Mode holds the permission bits; the file is owned by root whatever
 	// the source's owner, so the image does not depend on who built it.
 	Mode int64
+	// Link, when set, makes Dst a symbolic link to Link instead of a
+	// file (Src and Data must be empty): multi-call binaries such as
+	// busybox pick their applet from the name they are run under, and a
+	// copy per name would multiply the image's size.
+	Link string
+	// Dir makes Dst a directory with Mode (Src, Data and Link empty): for
+	// a directory that must exist while empty, such as /tmp with 01777.
+	Dir bool
 }
 
 // Spec describes the image to build.
@@ -66,8 +74,11 @@ type Spec struct {
 	// reproducible output.
 	Created    time.Time
 	Entrypoint []string
-	Labels     map[string]string
-	Files      []File
+	// Cmd is the image's default arguments (to Entrypoint, or the
+	// command itself when Entrypoint is empty).
+	Cmd    []string
+	Labels map[string]string
+	Files  []File
 }
 
 type descriptor struct {
@@ -119,17 +130,22 @@ func Build(w io.Writer, spec Spec) error {
 		return fmt.Errorf("image %s: %w", spec.Name, err)
 	}
 	lay := newBlob(layerData)
+	runConfig := map[string]any{
+		"Entrypoint": spec.Entrypoint,
+		"Env":        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		"Labels":     spec.Labels,
+	}
+	// Only when set, so images without one keep their digests.
+	if len(spec.Cmd) > 0 {
+		runConfig["Cmd"] = spec.Cmd
+	}
 	cfgData, err := json.Marshal(map[string]any{
 		"created":      spec.Created.Format(time.RFC3339),
 		"architecture": spec.Arch,
 		"os":           "linux",
-		"config": map[string]any{
-			"Entrypoint": spec.Entrypoint,
-			"Env":        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			"Labels":     spec.Labels,
-		},
-		"rootfs":  map[string]any{"type": "layers", "diff_ids": []string{lay.digest}},
-		"history": []map[string]string{{"created": spec.Created.Format(time.RFC3339), "created_by": "vethroute deploy/ociimage"}},
+		"config":       runConfig,
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{lay.digest}},
+		"history":      []map[string]string{{"created": spec.Created.Format(time.RFC3339), "created_by": "vethroute deploy/ociimage"}},
 	})
 	if err != nil {
 		return err
@@ -181,7 +197,7 @@ func Build(w io.Writer, spec Spec) error {
 		{man.path(), man.data},
 	}
 	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := writeDir(tw, dir, spec.Created); err != nil {
+		if err := writeDir(tw, dir, 0o755, spec.Created); err != nil {
 			return err
 		}
 	}
@@ -210,6 +226,9 @@ func layer(spec Spec) ([]byte, error) {
 		if f.Src != "" && f.Data != nil {
 			return nil, fmt.Errorf("file %s has both Src and Data", f.Dst)
 		}
+		if (f.Link != "" || f.Dir) && (f.Src != "" || f.Data != nil) || f.Link != "" && f.Dir {
+			return nil, fmt.Errorf("file %s: a link or directory has no Src or Data, and is not both", f.Dst)
+		}
 		if i > 0 && files[i-1].Dst == f.Dst {
 			return nil, fmt.Errorf("two files at %s", f.Dst)
 		}
@@ -223,20 +242,45 @@ func layer(spec Spec) ([]byte, error) {
 	// Every directory goes before every file, parents before children
 	// (sorted, a prefix comes first), so extractors that do not create
 	// missing parents still place each file.
-	slices.Sort(dirList)
+	// An explicit directory takes its place in that order with its own
+	// mode; the implied ones are 0755.
+	dirMode := map[string]int64{}
 	for _, f := range files {
-		if dirs[f.Dst] {
+		switch {
+		case f.Dir:
+			dirMode[f.Dst] = f.Mode
+			if !dirs[f.Dst] {
+				dirs[f.Dst] = true
+				dirList = append(dirList, f.Dst)
+			}
+		case dirs[f.Dst]:
 			return nil, fmt.Errorf("%s is both a file and a directory", f.Dst)
 		}
 	}
+	slices.Sort(dirList)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, d := range dirList {
-		if err := writeDir(tw, strings.TrimPrefix(d, "/")+"/", spec.Created); err != nil {
+		mode, ok := dirMode[d]
+		if !ok {
+			mode = 0o755
+		}
+		if err := writeDir(tw, strings.TrimPrefix(d, "/")+"/", mode, spec.Created); err != nil {
 			return nil, err
 		}
 	}
 	for _, f := range files {
+		if f.Dir {
+			continue
+		}
+		if f.Link != "" {
+			h := &tar.Header{Typeflag: tar.TypeSymlink, Name: strings.TrimPrefix(f.Dst, "/"), Linkname: f.Link,
+				Mode: 0o777, ModTime: spec.Created, Format: tar.FormatPAX}
+			if err := tw.WriteHeader(h); err != nil {
+				return nil, fmt.Errorf("tar %s: %w", f.Dst, err)
+			}
+			continue
+		}
 		data := f.Data
 		if f.Src != "" {
 			var err error
@@ -254,8 +298,8 @@ func layer(spec Spec) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func writeDir(tw *tar.Writer, name string, mtime time.Time) error {
-	h := &tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX}
+func writeDir(tw *tar.Writer, name string, mode int64, mtime time.Time) error {
+	h := &tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode, ModTime: mtime, Format: tar.FormatPAX}
 	if err := tw.WriteHeader(h); err != nil {
 		return fmt.Errorf("tar %s: %w", name, err)
 	}

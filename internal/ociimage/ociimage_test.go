@@ -18,7 +18,8 @@ import (
 
 // readTar returns the regular files of a tar by name and all names in
 // order, failing on an entry not owned by root, not dated mtime, or listed
-// before its directory.
+// before its directory. A symbolic link is returned as a file whose content
+// is "-> target".
 func readTar(t *testing.T, data []byte, mtime time.Time) (map[string][]byte, []string) {
 	t.Helper()
 	files := map[string][]byte{}
@@ -52,6 +53,8 @@ func readTar(t *testing.T, data []byte, mtime time.Time) (map[string][]byte, []s
 				t.Fatal(err)
 			}
 			files[h.Name] = b
+		case tar.TypeSymlink:
+			files[h.Name] = []byte("-> " + h.Linkname)
 		default:
 			t.Errorf("%s has type %c, want a file or a directory", h.Name, h.Typeflag)
 		}
@@ -75,6 +78,7 @@ type image struct {
 		Created      string `json:"created"`
 		Config       struct {
 			Entrypoint []string
+			Cmd        []string
 			Labels     map[string]string
 		} `json:"config"`
 		RootFS struct {
@@ -252,6 +256,66 @@ func TestBuildDefaults(t *testing.T) {
 	}
 }
 
+// TestBuildLinksAndDirs builds a busybox-like image: links to one binary,
+// an empty directory with its own mode, and default arguments.
+func TestBuildLinksAndDirs(t *testing.T) {
+	spec := Spec{
+		Name: "busybox:test", Cmd: []string{"sh"},
+		Files: []File{
+			{Dst: "/bin/busybox", Mode: 0o755, Data: []byte("busybox")},
+			{Dst: "/bin/sh", Link: "busybox"},
+			{Dst: "/usr/bin/nc", Link: "/bin/busybox"},
+			{Dst: "/tmp", Dir: true, Mode: 0o1777},
+			{Dst: "/etc", Dir: true, Mode: 0o700},
+			{Dst: "/etc/passwd", Mode: 0o644, Data: []byte("root:x:0:0::/:/bin/sh\n")},
+		},
+	}
+	var out bytes.Buffer
+	if err := Build(&out, spec); err != nil {
+		t.Fatal(err)
+	}
+	img := readImage(t, out.Bytes(), time.Unix(0, 0))
+	if !slices.Equal(img.config.Config.Cmd, []string{"sh"}) || img.config.Config.Entrypoint != nil {
+		t.Errorf("config entrypoint %v, cmd %v; want none and [sh]", img.config.Config.Entrypoint, img.config.Config.Cmd)
+	}
+	want := []string{"bin/", "etc/", "tmp/", "usr/", "usr/bin/", "bin/busybox", "bin/sh", "etc/passwd", "usr/bin/nc"}
+	if !slices.Equal(img.layerNames, want) {
+		t.Errorf("layer entries = %v, want %v", img.layerNames, want)
+	}
+	if got := string(img.layerFiles["bin/sh"]); got != "-> busybox" {
+		t.Errorf("bin/sh is %q, want a link to busybox", got)
+	}
+	if got := string(img.layerFiles["usr/bin/nc"]); got != "-> /bin/busybox" {
+		t.Errorf("usr/bin/nc is %q, want a link to /bin/busybox", got)
+	}
+	modes := map[string]int64{}
+	tr := tar.NewReader(bytes.NewReader(layerOf(t, out.Bytes())))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes[h.Name] = h.Mode
+	}
+	for name, mode := range map[string]int64{"tmp/": 0o1777, "etc/": 0o700, "bin/": 0o755, "bin/busybox": 0o755} {
+		if modes[name] != mode {
+			t.Errorf("%s has mode %o, want %o", name, modes[name], mode)
+		}
+	}
+}
+
+// layerOf returns the layer blob of a one-layer archive.
+func layerOf(t *testing.T, archive []byte) []byte {
+	t.Helper()
+	files, _ := readTar(t, archive, time.Unix(0, 0))
+	var dm []struct{ Layers []string }
+	mustJSON(t, files["manifest.json"], &dm)
+	return files[dm[0].Layers[0]]
+}
+
 func TestBuildRejects(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(f, nil, 0o644)
@@ -270,6 +334,11 @@ func TestBuildRejects(t *testing.T) {
 		{"escaping destination", Spec{Name: "x:y", Files: []File{{Data: []byte("x"), Dst: "/../pause"}}}, "absolute, clean"},
 		{"root destination", Spec{Name: "x:y", Files: []File{{Data: []byte("x"), Dst: "/"}}}, "absolute, clean"},
 		{"both Src and Data", Spec{Name: "x:y", Files: []File{{Src: f, Data: []byte("x"), Dst: "/x"}}}, "both Src and Data"},
+		{"link with data", Spec{Name: "x:y", Files: []File{{Data: []byte("x"), Link: "y", Dst: "/x"}}}, "a link or directory"},
+		{"directory with source", Spec{Name: "x:y", Files: []File{{Src: f, Dir: true, Dst: "/x"}}}, "a link or directory"},
+		{"link and directory", Spec{Name: "x:y", Files: []File{{Link: "y", Dir: true, Dst: "/x"}}}, "a link or directory"},
+		{"directory and file", Spec{Name: "x:y", Files: []File{{Dir: true, Dst: "/x"}, {Data: []byte("x"), Dst: "/x"}}}, "two files at /x"},
+		{"link above a file", Spec{Name: "x:y", Files: []File{{Link: "/bin", Dst: "/x"}, {Data: []byte("x"), Dst: "/x/y"}}}, "both a file and a directory"},
 	}
 	for _, tc := range tests {
 		var out bytes.Buffer
