@@ -23,11 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultProtocol is the route protocol the agent tags its routes with
-// (`ip route show proto 87`). The plugin's hostRoutes use 86, so the two
-// never mistake each other's routes for their own.
-const DefaultProtocol netlink.RouteProtocol = 87
-
 // ErrForeign reports a route that stands where a desired route would go but
 // that does not carry the table's protocol; it is left as it is.
 var ErrForeign = errors.New("route not tagged with this table's protocol")

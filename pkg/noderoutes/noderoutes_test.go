@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/vethroute/vethroute/internal/testutil"
+	"github.com/vethroute/vethroute/pkg/netconf"
 )
 
 // nodeNS makes a namespace with an "uplink" on 172.16.0.1/24 and
@@ -49,7 +50,7 @@ func tableIn(t testing.TB, node ns.NetNS, proto netlink.RouteProtocol) *Table {
 func openTable(t *testing.T) (*Table, func(args ...string) string) {
 	t.Helper()
 	node, ip := nodeNS(t)
-	return tableIn(t, node, DefaultProtocol), ip
+	return tableIn(t, node, netconf.AgentRouteProtocol), ip
 }
 
 func route(dst, gw string) Route {

@@ -26,14 +26,15 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vethroute/vethroute/pkg/netconf"
 )
 
 const (
 	// RouteProtocol tags the routes the plugin installs on the node (container
 	// host routes, and hostRoutes through package noderoutes), so that it
-	// only ever removes its own.
-	// `ip route show proto 86` lists them.
-	RouteProtocol netlink.RouteProtocol = 86
+	// only ever removes its own: netconf.PluginRouteProtocol.
+	RouteProtocol netlink.RouteProtocol = netconf.PluginRouteProtocol
 
 	// hostVethPrefix makes the node's veth ends recognisable as vethroute's.
 	hostVethPrefix = "vrt"
