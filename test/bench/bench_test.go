@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"image/color"
 	"image/png"
 	"math"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vethroute/vethroute/internal/testutil"
+	"gonum.org/v1/plot/plotter"
 )
 
 func TestPercentile(t *testing.T) {
@@ -79,28 +81,77 @@ func TestParseStrace(t *testing.T) {
 	}
 }
 
+// TestChart renders the density chart from fixed samples, one plugin
+// without data, and checks the PNG has the chart's size and more than a
+// background: a chart that draws nothing fails.
 func TestChart(t *testing.T) {
-	img := densityChart("add latency (ms)", 1000, []series{
-		{label: "a", line: []point{{0, 1}, {500, 2}, {1000, 1.5}}, marks: []point{{10, 3}, {1000, 4}}},
-		{label: "b"},
+	p, err := densityChart("ADD latency against containers on the node", 1000, []series{
+		{label: "a", color: color.RGBA{31, 119, 180, 255},
+			line:  plotter.XYs{{X: 0, Y: 1}, {X: 500, Y: 2}, {X: 1000, Y: 1.5}},
+			marks: plotter.XYs{{X: 10, Y: 3}, {X: 1000, Y: 4}}},
+		{label: "b", color: color.RGBA{230, 110, 10, 255}},
 	})
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		t.Fatal(err)
-	}
-	got, err := png.Decode(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := got.Bounds(); b.Dx() != plotW || b.Dy() != plotH {
-		t.Errorf("chart is %v, want %dx%d", b, plotW, plotH)
+	path := filepath.Join(t.TempDir(), "density.png")
+	if err := writeChart(path, p); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("chart is not a PNG: %v", err)
+	}
+	b := img.Bounds()
+	if b.Dx() != chartW || b.Dy() != chartH {
+		t.Fatalf("chart is %dx%d, want %dx%d", b.Dx(), b.Dy(), chartW, chartH)
+	}
+	colors := map[color.RGBA]int{}
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, a := img.At(x, y).RGBA()
+			colors[color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(bl >> 8), uint8(a >> 8)}]++
+		}
+	}
+	background := colors[color.RGBA{255, 255, 255, 255}]
+	if inked := b.Dx()*b.Dy() - background; inked < b.Dx()*b.Dy()/100 {
+		t.Errorf("chart is nearly blank: %d of %d pixels are not background", inked, b.Dx()*b.Dy())
+	}
+	if colors[color.RGBA{31, 119, 180, 255}] == 0 {
+		t.Error("chart shows no pixel of series a's colour")
 	}
 }
 
 func TestNiceStep(t *testing.T) {
-	for _, tc := range []struct{ raw, want float64 }{{0.3, 0.5}, {1, 1}, {1.2, 2}, {37, 50}, {0, 1}, {math.NaN(), 1}} {
+	for _, tc := range []struct{ raw, want float64 }{{0.3, 0.5}, {1, 1}, {1.2, 2}, {37, 50}, {0, 1}, {math.NaN(), 1}, {math.Inf(1), 1}} {
 		if got := niceStep(tc.raw); got != tc.want {
 			t.Errorf("niceStep(%v) = %v, want %v", tc.raw, got, tc.want)
+		}
+	}
+}
+
+func TestNiceTicks(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi float64
+		want   []string
+	}{
+		{0, 1000, []string{"0", "200", "400", "600", "800", "1000"}},
+		{0, 4, []string{"0", "1", "2", "3", "4"}},
+		{0, 0.6, []string{"0.0", "0.2", "0.4", "0.6"}},
+	} {
+		var got []string
+		for _, tk := range (niceTicks{}).Ticks(tc.lo, tc.hi) {
+			if tk.Label != "" {
+				got = append(got, tk.Label)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("ticks of [%v, %v] = %v, want %v", tc.lo, tc.hi, got, tc.want)
 		}
 	}
 }

@@ -197,7 +197,11 @@ func run(o *options) (*report, error) {
 	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
 		return rep, err
 	}
-	if err := writePNG(o.plot, rep.chart()); err != nil {
+	ch, err := rep.chart()
+	if err != nil {
+		return rep, err
+	}
+	if err := writeChart(o.plot, ch); err != nil {
 		return rep, err
 	}
 	if err := os.WriteFile(o.out, []byte(rep.markdown()), 0o644); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"image"
 	"image/color"
 	"math"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"gonum.org/v1/plot/plotter"
 )
 
 // machine describes where the figures come from.
@@ -558,7 +559,7 @@ func oneLine(s string) string {
 
 // chart draws ADD latency against density: the fill ADDs' medians per
 // bucket of occupancy, and the probes' p99 at each level.
-func (r *report) chart() image.Image {
+func (r *report) chart() (*chart, error) {
 	colors := map[string]color.RGBA{nameVeth: {31, 119, 180, 255}, namePtp: {230, 110, 10, 255}}
 	xmax := float64(r.opts.levels[len(r.opts.levels)-1])
 	var all []series
@@ -569,15 +570,15 @@ func (r *report) chart() image.Image {
 			width := max(1, int(math.Ceil(xmax/densityBuckets)))
 			for lo := 0; lo < len(fill); lo += width {
 				hi := min(len(fill), lo+width)
-				s.line = append(s.line, point{float64(lo+hi) / 2, msf(fill[lo:hi].median())})
+				s.line = append(s.line, plotter.XY{X: float64(lo+hi) / 2, Y: msf(fill[lo:hi].median())})
 			}
 			for _, lv := range d.levels[name] {
-				s.marks = append(s.marks, point{float64(lv.n), msf(lv.add.p99())})
+				s.marks = append(s.marks, plotter.XY{X: float64(lv.n), Y: msf(lv.add.p99())})
 			}
 		}
 		all = append(all, s)
 	}
-	return densityChart("add latency (ms) against containers on the node", xmax, all)
+	return densityChart("ADD latency against containers on the node", xmax, all)
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
