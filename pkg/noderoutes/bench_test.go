@@ -15,25 +15,11 @@ import (
 	"github.com/vethroute/vethroute/pkg/routing"
 )
 
-// The benchmark times the plugin's hostRoutes check in-process, without
-// exec; it needs root (it creates namespaces) and skips without it:
+// BenchmarkEnsure is the plugin's hostRoutes check, the one every ADD makes,
+// in-process on a node already holding N container host routes: its cost
+// must not follow N. It needs root, as everything that creates namespaces:
 //
 //	go test -run '^$' -bench . ./pkg/noderoutes/
-
-func mustCIDR(b *testing.B, s string) net.IPNet {
-	b.Helper()
-	ip, n, err := net.ParseCIDR(s)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if v4 := ip.To4(); v4 != nil {
-		ip = v4
-	}
-	return net.IPNet{IP: ip, Mask: n.Mask}
-}
-
-// BenchmarkEnsure is the router-route check every ADD makes, on a
-// node already holding N container host routes: its cost must not follow N.
 func BenchmarkEnsure(b *testing.B) {
 	for _, n := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
@@ -49,8 +35,11 @@ func BenchmarkEnsure(b *testing.B) {
 			if err := h.LinkAdd(up); err != nil {
 				b.Fatal(err)
 			}
-			uplink := mustCIDR(b, "172.16.0.1/24")
-			if err := h.AddrAdd(up, &netlink.Addr{IPNet: &uplink}); err != nil {
+			uplink, err := netlink.ParseIPNet("172.16.0.1/24")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := h.AddrAdd(up, &netlink.Addr{IPNet: uplink}); err != nil {
 				b.Fatal(err)
 			}
 			for _, name := range []string{"up0", "up1"} {

@@ -25,7 +25,7 @@ func TestCollapse(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			for _, p := range Collapse(prefixes(t, tc.in...)) {
+			for _, p := range Collapse(prefixes(tc.in...)) {
 				got = append(got, p.String())
 			}
 			if !slices.Equal(got, tc.want) {
@@ -40,7 +40,7 @@ func TestMasqueraderSync(t *testing.T) {
 	fake := knftables.NewFake(knftables.InetFamily, Table)
 	m := New(fake)
 
-	if err := m.Sync(ctx, prefixes(t, "10.244.1.0/24", "10.244.0.0/16", "fd00:10:244:1::/64", "192.168.0.0/24")); err != nil {
+	if err := m.Sync(ctx, prefixes("10.244.1.0/24", "10.244.0.0/16", "fd00:10:244:1::/64", "192.168.0.0/24")); err != nil {
 		t.Fatal(err)
 	}
 	dump := fake.Dump()
@@ -61,7 +61,7 @@ func TestMasqueraderSync(t *testing.T) {
 	}
 
 	// A second sync replaces the elements and rules instead of adding.
-	if err := m.Sync(ctx, prefixes(t, "10.0.0.0/24")); err != nil {
+	if err := m.Sync(ctx, prefixes("10.0.0.0/24")); err != nil {
 		t.Fatal(err)
 	}
 	dump = fake.Dump()
@@ -81,11 +81,9 @@ func TestMasqueraderSync(t *testing.T) {
 	}
 }
 
-func prefixes(t *testing.T, ss ...string) []netip.Prefix {
-	t.Helper()
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
+func prefixes(ss ...string) (out []netip.Prefix) {
+	for _, s := range ss {
+		out = append(out, netip.MustParsePrefix(s))
 	}
 	return out
 }
