@@ -3,61 +3,15 @@ package testutil
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 )
-
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// RepoRoot returns the repository's top directory (where go.mod is).
-func RepoRoot(t testing.TB) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
-// PluginDir returns a directory holding a freshly built vethroute binary,
-// built once per test process. VETHROUTE_BIN_DIR overrides it (make test
-// builds bin/ first and points here, so every package tests the same binary).
-func PluginDir(t testing.TB) string {
-	t.Helper()
-	if d := os.Getenv("VETHROUTE_BIN_DIR"); d != "" {
-		if _, err := os.Stat(filepath.Join(d, "vethroute")); err != nil {
-			t.Fatalf("VETHROUTE_BIN_DIR=%s has no vethroute binary: %v", d, err)
-		}
-		return d
-	}
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "vethroute-bin-")
-		if buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "vethroute"), "./plugins/vethroute")
-		cmd.Dir = RepoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build vethroute: %v", buildErr)
-	}
-	return binDir
-}
 
 // Node is a network namespace standing in for a Kubernetes node, with a
 // libcni client that runs plugins from inside it, as a runtime on that node
@@ -239,70 +193,4 @@ func JSON(t testing.TB, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-// referencePackages maps the reference plugins the tests chain with or
-// compare against to their packages, pinned by the tool directives in go.mod.
-var referencePackages = map[string]string{
-	"ptp":        "github.com/containernetworking/plugins/plugins/main/ptp",
-	"host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
-	"portmap":    "github.com/containernetworking/plugins/plugins/meta/portmap",
-	"bandwidth":  "github.com/containernetworking/plugins/plugins/meta/bandwidth",
-	"tuning":     "github.com/containernetworking/plugins/plugins/meta/tuning",
-	"firewall":   "github.com/containernetworking/plugins/plugins/meta/firewall",
-	"cnitool":    "github.com/containernetworking/cni/cnitool",
-}
-
-var (
-	refMu   sync.Mutex
-	refDirs = map[string]string{}
-)
-
-// ReferencePlugins builds the named reference CNI plugins (and cnitool) at
-// the versions go.mod pins and returns the directory holding them. Builds
-// are cached per test process.
-func ReferencePlugins(t testing.TB, names ...string) string {
-	t.Helper()
-	refMu.Lock()
-	defer refMu.Unlock()
-	key := strings.Join(names, ",")
-	if d, ok := refDirs[key]; ok {
-		return d
-	}
-	dir, err := os.MkdirTemp("", "vethroute-ref-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"build", "-o", dir + "/"}
-	for _, n := range names {
-		pkg, ok := referencePackages[n]
-		if !ok {
-			t.Fatalf("unknown reference plugin %q", n)
-		}
-		args = append(args, pkg)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = RepoRoot(t)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build reference plugins %v: %v\n%s", names, err, out)
-	}
-	refDirs[key] = dir
-	return dir
-}
-
-// Main runs a package's tests and then removes the directories PluginDir and
-// ReferencePlugins built into, which outlive any single test. Packages that
-// use them call it from TestMain.
-func Main(m *testing.M) {
-	code := m.Run()
-	refMu.Lock()
-	for _, d := range refDirs {
-		_ = os.RemoveAll(d)
-	}
-	refMu.Unlock()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
 }

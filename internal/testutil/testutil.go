@@ -1,6 +1,3 @@
-// Package testutil holds the helpers that vethroute's integration tests share:
-// skipping without root, making network namespaces that are always removed,
-// and running commands inside them.
 package testutil
 
 import (

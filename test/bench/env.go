@@ -35,7 +35,7 @@ const pluginTimeout = 2 * time.Minute
 type lab struct {
 	root   string
 	tmp    string
-	binDir string // vethroute and floorplugin
+	binDir string // vethroute, vethroute-agent and floorplugin
 	refDir string // ptp and host-local
 	prefix string
 
@@ -62,15 +62,16 @@ func newLab(root string) (*lab, error) {
 			return nil, err
 		}
 	}
+	refs, err := testutil.ReferencePackages("ptp", "host-local")
+	if err != nil {
+		l.close()
+		return nil, err
+	}
 	steps := []func() error{
-		func() error { return testutil.BuildVethroute(root, l.binDir) },
 		func() error {
-			return buildInto(root, filepath.Join(l.binDir, "vethroute-agent"), "./cmd/vethroute-agent")
+			return testutil.Build(root, l.binDir, "./plugins/vethroute", "./cmd/vethroute-agent", "./test/bench/floorplugin")
 		},
-		func() error { return testutil.BuildReference(root, l.refDir, "ptp", "host-local") },
-		func() error {
-			return buildInto(root, filepath.Join(l.binDir, "floorplugin"), "./test/bench/floorplugin")
-		},
+		func() error { return testutil.Build(root, l.refDir, refs...) },
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
@@ -79,17 +80,6 @@ func newLab(root string) (*lab, error) {
 		}
 	}
 	return l, nil
-}
-
-// buildInto builds the main package pkg of the repository at root into out,
-// static as a node would install it.
-func buildInto(root, out, pkg string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
 }
 
 // startReaper runs `vethroute-agent reaper` inside node, as the node agent
