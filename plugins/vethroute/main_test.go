@@ -20,19 +20,17 @@ import (
 	"github.com/vethroute/vethroute/pkg/routing"
 )
 
-const goodIPAM = `"ipam": {"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/24"}]], "dataDir": "/tmp/x"}`
-
-func conf(fields string) string {
-	if fields != "" {
-		fields = ", " + fields
-	}
-	return `{"cniVersion": "1.1.0", "name": "n", "type": "vethroute"` + fields + `}`
+// network is a configuration of network "n" with the given ipam section.
+func network(ipam string) []byte {
+	return []byte(`{"cniVersion": "1.1.0", "name": "n", "type": "vethroute", "dns": {"nameservers": ["10.1.0.53"]}, "ipam": ` + ipam + `}`)
 }
+
+const builtinIPAM = `{"type": "vethroute", "ranges": [[{"subnet": "10.1.0.0/24"}]], "dataDir": "/tmp/x"}`
 
 // TestResultEveryVersion converts the ADD result to each supported version
 // and checks what chained plugins read from it.
 func TestResultEveryVersion(t *testing.T) {
-	c, err := netconf.Load([]byte(conf(`"dns": {"nameservers": ["10.1.0.53"]}, `+goodIPAM)), "")
+	c, err := netconf.Load(network(builtinIPAM), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,12 +140,12 @@ func TestAllocatorFor(t *testing.T) {
 		name, ipam string
 		builtin    bool
 	}{
-		{"built-in", goodIPAM, true},
-		{"external", `"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24"}]]}`, false},
+		{"built-in", builtinIPAM, true},
+		{"external", `{"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24"}]]}`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := netconf.Load([]byte(conf(tc.ipam)), "")
+			c, err := netconf.Load(network(tc.ipam), "")
 			if err != nil {
 				t.Fatal(err)
 			}
