@@ -59,9 +59,13 @@ k8s-bins:
 	bash test/k8s/build.sh
 
 ## test: everything, as root: lint, unit, integration, end-to-end, fuzz smoke
+# go test's events go through hack/testreport: the counts line, the skip
+# list, and a failure on any skip as root outside its allow-list. test/kind
+# needs the images make e2e-kind builds, so it runs there, not here.
 test: deps build k8s-bins lint
 	bash test/e2e/containerd/setup.sh >/dev/null
-	$(TESTENV) $(GO) test -count=1 -p 1 -timeout 60m ./...
+	bash -euo pipefail -c 'pkgs=$$($(GO) list ./... | grep -vx "$$($(GO) list -m)/test/kind"); \
+	  $(TESTENV) $(GO) test -json -count=1 -p 1 -timeout 60m $$pkgs | $(GO) run ./hack/testreport'
 	$(MAKE) race
 	$(MAKE) fuzz
 
