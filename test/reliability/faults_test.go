@@ -35,6 +35,15 @@ const (
 
 var faultGateways = []string{"10.77.0.254/32", "fd00:77::1/128"}
 
+// The states a kill inside the IPAM's writes leaves, read from what the
+// store holds: a reservation's owner record without all its address
+// records (ADD), or a release that removed some of them (DEL).
+const (
+	stageOwnerNoAddress = "IPAM write: owner record, no address record"
+	stageSomeAddresses  = "IPAM write: some address records"
+	stagePartiallyFreed = "release: some address records removed"
+)
+
 // killer decides the instant a plugin process is SIGKILLed.
 type killer struct {
 	name string
@@ -43,6 +52,8 @@ type killer struct {
 	arm func(f *fixture, cid string, fire func()) (disarm func())
 	// delay, when arm is nil, is how long after the start to kill.
 	delay func(r *rand.Rand) time.Duration
+	// store: arm fires on a write in the IPAM's store.
+	store bool
 }
 
 // TestKillAtRandomInstants SIGKILLs the plugin during ADD and DEL, then
@@ -57,7 +68,8 @@ type killer struct {
 // millisecond wide, a share of the kills is also triggered by the event
 // that opens the window: inotify on the store's directories, netlink on the
 // node's links. No hook in the plugin is needed. The test reports the state
-// each kill left (the "stage") so the coverage is visible.
+// each kill left (the "stage") so the coverage is visible, and fails unless
+// kills landed in ADD, in DEL, and inside the IPAM's writes of each.
 func TestKillAtRandomInstants(t *testing.T) {
 	testutil.RequireRoot(t)
 	r := newRand(t)
@@ -75,10 +87,10 @@ func TestKillAtRandomInstants(t *testing.T) {
 	addKillers := []killer{
 		{name: "uniform", delay: uniform(addDur)},
 		{name: "uniform", delay: uniform(addDur)},
-		{name: "on owner record", arm: func(f *fixture, _ string, fire func()) func() {
+		{name: "on owner record", store: true, arm: func(f *fixture, _ string, fire func()) func() {
 			return watchDir(f.t, filepath.Join(f.storeDir(), "owners"), unix.IN_CREATE, fire)
 		}},
-		{name: "on address record", arm: func(f *fixture, _ string, fire func()) func() {
+		{name: "on address record", store: true, arm: func(f *fixture, _ string, fire func()) func() {
 			return watchDir(f.t, filepath.Join(f.storeDir(), "ips"), unix.IN_CREATE, fire)
 		}},
 		{name: "on veth created", arm: func(f *fixture, cid string, fire func()) func() {
@@ -95,7 +107,7 @@ func TestKillAtRandomInstants(t *testing.T) {
 		{name: "on veth deleted", arm: func(f *fixture, cid string, fire func()) func() {
 			return watchLink(f.t, f.node.NS, routing.HostVethName(cid, "eth0"), unix.RTM_DELLINK, anyLink, fire)
 		}},
-		{name: "on address released", arm: func(f *fixture, _ string, fire func()) func() {
+		{name: "on address released", store: true, arm: func(f *fixture, _ string, fire func()) func() {
 			return watchDir(f.t, filepath.Join(f.storeDir(), "ips"), unix.IN_DELETE, fire)
 		}},
 	}
@@ -103,8 +115,21 @@ func TestKillAtRandomInstants(t *testing.T) {
 	live := map[string]*attachment{}
 	stats := map[string]int{}
 	// kills and completed count, per verb, the processes the kill ended and
-	// those that had already finished by themselves.
-	kills, completed := map[string]int{}, map[string]int{}
+	// those that had already finished by themselves; ipamKills, per verb,
+	// the kills that landed inside the IPAM's writes.
+	kills, completed, ipamKills := map[string]int{}, map[string]int{}, map[string]int{}
+	// pick draws the killer for verb. Once half the rounds have gone by
+	// with no kill inside the IPAM's writes for verb, it draws among the
+	// store-triggered ones alone: those windows are microseconds wide, and
+	// a run that never reached them would leave that recovery untested.
+	pick := func(verb string, ks []killer, round int) killer {
+		if ipamKills[verb] == 0 && round >= faultRounds/2 {
+			if st := slices.DeleteFunc(slices.Clone(ks), func(k killer) bool { return !k.store }); len(st) > 0 {
+				ks = st
+			}
+		}
+		return ks[r.IntN(len(ks))]
+	}
 	free := func() []ns.NetNS {
 		var out []ns.NetNS
 		for _, c := range containers {
@@ -133,12 +158,15 @@ func TestKillAtRandomInstants(t *testing.T) {
 		if len(live) > 0 && (round%2 == 1 || len(free()) == 0) {
 			keys := sortedKeys(live)
 			a := live[keys[r.IntN(len(keys))]]
-			k := delKillers[r.IntN(len(delKillers))]
+			k := pick("DEL", delKillers, round)
 			o := f.killDuring(r, k, f.inv("DEL", a.cid, a.ns.Path()), a.cid)
 			stage := "DEL completed before the kill"
 			if o.Signaled {
 				kills["DEL"]++
 				stage = f.delStage(a)
+				if stage == stagePartiallyFreed {
+					ipamKills["DEL"]++
+				}
 			} else {
 				completed["DEL"]++
 				if o.ExitCode != 0 {
@@ -159,13 +187,16 @@ func TestKillAtRandomInstants(t *testing.T) {
 		// A killed ADD of a new container.
 		c := free()[r.IntN(len(free()))]
 		cid := fmt.Sprintf("k%03d", round)
-		k := addKillers[r.IntN(len(addKillers))]
+		k := pick("ADD", addKillers, round)
 		o := f.killDuring(r, k, f.inv("ADD", cid, c.Path()), cid)
 		var firstIPs []net.IP
 		stage := "ADD completed before the kill"
 		if o.Signaled {
 			kills["ADD"]++
 			stage = f.addStage(cid, c)
+			if stage == stageOwnerNoAddress || stage == stageSomeAddresses {
+				ipamKills["ADD"]++
+			}
 		} else {
 			completed["ADD"]++
 			ips, err := resultIPs(o.Stdout)
@@ -224,6 +255,16 @@ func TestKillAtRandomInstants(t *testing.T) {
 	sort.Strings(lines)
 	t.Logf("%d rounds, each followed by a full consistency check (0 violations): ADD %d killed, %d completed before the kill; DEL %d killed, %d completed before the kill; crash states observed:\n%s",
 		faultRounds, kills["ADD"], completed["ADD"], kills["DEL"], completed["DEL"], strings.Join(lines, "\n"))
+	// A run whose kills all missed (every process done first, or every kill
+	// before the store was touched) would pass without testing recovery.
+	for _, verb := range []string{"ADD", "DEL"} {
+		if kills[verb] == 0 {
+			t.Errorf("no %s was killed mid-run: the kills all came after the process ended", verb)
+		}
+		if ipamKills[verb] == 0 {
+			t.Errorf("no %s was killed inside the IPAM's writes (the states above): recovery from a half-written store went untested", verb)
+		}
+	}
 }
 
 // measure runs n ADD/DEL pairs and returns the longest of each.
@@ -310,9 +351,9 @@ func (f *fixture) addStage(cid string, c ns.NetNS) string {
 	case !owned:
 		return "veth without reservation (unexpected)"
 	case claimed == 0 && !hasLink:
-		return "IPAM write: owner record, no address record"
+		return stageOwnerNoAddress
 	case claimed < len(held) && !hasLink:
-		return "IPAM write: some address records"
+		return stageSomeAddresses
 	case !hasLink:
 		return "reserved, no veth yet"
 	case link.alias == "":
@@ -346,7 +387,7 @@ func (f *fixture) delStage(a *attachment) string {
 	case owned && claimed == len(held):
 		return "veth removed, reservation held"
 	case owned:
-		return "release: some address records removed"
+		return stagePartiallyFreed
 	default:
 		return "everything released"
 	}
