@@ -17,7 +17,7 @@ TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?=
 FUZZ_BUDGETS := FuzzLoadConf=100000x FuzzOwnerKey=15000x FuzzPoolOps=3000x FuzzStoreRecords=10000x
 
-.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind
+.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down
 
 all: build
 
@@ -76,13 +76,37 @@ e2e-containerd: deps build
 
 e2e: e2e-containerd
 
+# kind clusters (docs/kind.md): the e2e and kind-up build the same images
+# (test/kind/build.sh caches them) and share internal/kindcluster.
+KIND_CLUSTER_NAME ?= vethroute
+KIND_WORKERS      ?= 2
+IP_FAMILY         ?= dual
+KIND_IMAGE        := vethroute:kind
+# Sets KIND_BIN, KIND_NODE_IMAGE, KIND_PROBE_ARCHIVE and builds KIND_IMAGE
+# into the local Docker; the first line of a recipe's shell.
+KIND_IMAGES = vars=$$(bash test/kind/build.sh); eval "$$vars"; \
+	docker image rm $(KIND_IMAGE) >/dev/null 2>&1 || true; \
+	VERSION=$(VERSION) bash deploy/build-image.sh -n $(KIND_IMAGE) -o $(CURDIR)/dist/vethroute-kind.tar >/dev/null
+
 ## e2e-kind: a three-node kind cluster with vethroute as its only CNI, every image built here (root, Docker; see docs/kind.md)
 e2e-kind: deps build
-	@set -e; vars=$$(bash test/kind/build.sh); eval "$$vars"; \
-	docker image rm vethroute:kind-e2e >/dev/null 2>&1 || true; \
-	VERSION=$(VERSION) bash deploy/build-image.sh -n vethroute:kind-e2e -o $(CURDIR)/dist/vethroute-kind-e2e.tar >/dev/null; \
+	@set -e; $(KIND_IMAGES); \
 	KIND_BIN="$$KIND_BIN" KIND_NODE_IMAGE="$$KIND_NODE_IMAGE" KIND_PROBE_ARCHIVE="$$KIND_PROBE_ARCHIVE" \
-	VETHROUTE_IMAGE=vethroute:kind-e2e $(TESTENV) $(GO) test -count=1 -v -timeout 40m ./test/kind/
+	VETHROUTE_IMAGE=$(KIND_IMAGE) $(TESTENV) $(GO) test -count=1 -v -timeout 40m ./test/kind/
+
+## kind-up: a kind cluster to kubectl into, vethroute its only CNI (root, Docker; KIND_CLUSTER_NAME, KIND_WORKERS, IP_FAMILY=ipv4|ipv6|dual)
+kind-up: deps
+	@set -e; $(KIND_IMAGES); \
+	kbin=$$(bash test/k8s/build.sh | tail -n1); \
+	$(GO) run ./test/kind/cmd/kindctl up -name '$(KIND_CLUSTER_NAME)' -workers '$(KIND_WORKERS)' -family '$(IP_FAMILY)' \
+	  -kind "$$KIND_BIN" -node-image "$$KIND_NODE_IMAGE" -probe-archive "$$KIND_PROBE_ARCHIVE" -image $(KIND_IMAGE) \
+	  -kubectl "$$kbin/kubectl"
+
+## kind-down: remove kind-up's cluster, its Docker network and kubeconfig (the cached images stay)
+kind-down:
+	@set -e; . test/kind/versions.env; \
+	$(GO) run ./test/kind/cmd/kindctl down -name '$(KIND_CLUSTER_NAME)' \
+	  -kind "$${VETHROUTE_CACHE:-$$HOME/.cache/vethroute}/kind/bin/kind-$$KIND_VERSION"
 
 ## agent-test: agent unit, route, integration and manifest tests (root; real API server)
 agent-test: deps build k8s-bins

@@ -96,6 +96,8 @@ type Options struct {
 type Cluster struct {
 	Options
 	env []string
+	// capDrop names the capabilities the shim drops from --privileged.
+	capDrop string
 }
 
 // New checks the options and prepares kind's environment: the docker shim
@@ -132,11 +134,9 @@ func New(o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if drop != "" {
-		o.Logf("this machine withholds %s: kind's --privileged nodes start through test/kind/shim/docker without it", drop)
-	}
 	return &Cluster{
 		Options: o,
+		capDrop: drop,
 		env: append(os.Environ(),
 			// kind runs "docker" from PATH: the shim first, which hands
 			// everything to the real one and rewrites only --privileged.
@@ -186,6 +186,9 @@ func (c *Cluster) Exists() (bool, error) {
 
 // Create runs kind create cluster with the generated config.
 func (c *Cluster) Create() error {
+	if c.capDrop != "" {
+		c.Logf("this machine withholds %s: kind's --privileged nodes start through test/kind/shim/docker without it", c.capDrop)
+	}
 	coredns := c.imageHasCoreDNS()
 	if !coredns {
 		c.Logf("node image %s carries no CoreDNS image: kubeadm skips addon/coredns", c.NodeImage)
