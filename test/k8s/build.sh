@@ -4,7 +4,12 @@
 #
 # Usage: test/k8s/build.sh [extra-component...]
 #   extra components: any k8s.io/kubernetes/cmd/<name> (kubeadm, kubelet,
-#   kube-controller-manager, kube-scheduler, kube-proxy, ...), or etcdctl/etcdutl.
+#   kube-controller-manager, kube-scheduler, kube-proxy, ...), etcdctl/etcdutl,
+#   e2e.test (the upstream e2e suite, k8s.io/kubernetes/test/e2e, compiled with
+#   `go test -c`), agnhost (k8s.io/kubernetes/test/images/agnhost, the e2e
+#   suite's test server; test/conformance/build.sh packs it as an image) or
+#   ginkgo (the CLI that runs e2e.test in parallel processes, at the version
+#   k8s.io/kubernetes requires).
 #
 # Binaries are cached outside the repo in
 #   ${VETHROUTE_CACHE:-$HOME/.cache/vethroute}/k8s/<K8S_VERSION>-etcd<ETCD_VERSION>/bin/
@@ -81,8 +86,23 @@ export GOWORK=off GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0
 gomod_field() { go list -m -f "$2" "$1"; }
 
 k8s_pkgs=()
+k8s_tests=()
 etcd_builds=()
 for c in "${todo[@]}"; do
+	case "$c" in
+	e2e.test)
+		k8s_tests+=("k8s.io/kubernetes/test/e2e")
+		continue
+		;;
+	agnhost)
+		k8s_pkgs+=("k8s.io/kubernetes/test/images/agnhost")
+		continue
+		;;
+	ginkgo)
+		k8s_pkgs+=("github.com/onsi/ginkgo/v2/ginkgo")
+		continue
+		;;
+	esac
 	# Names become package paths and file names: no "..", "/" or options.
 	if [[ ! "$c" =~ ^[a-z0-9][a-z0-9-]*$ ]]; then
 		log "bad component name: $c"
@@ -98,17 +118,18 @@ done
 
 start=$SECONDS
 
-if ((${#k8s_pkgs[@]} > 0)); then
+if ((${#k8s_pkgs[@]} + ${#k8s_tests[@]} > 0)); then
 	go mod download "k8s.io/kubernetes@$K8S_VERSION"
 	kdir="$(gomod_field "k8s.io/kubernetes@$K8S_VERSION" '{{.Dir}}')"
 	kgomod="$(gomod_field "k8s.io/kubernetes@$K8S_VERSION" '{{.GoMod}}')"
 	for p in "${k8s_pkgs[@]}"; do
-		if ! compgen -G "$kdir/cmd/${p##*/}/*.go" >/dev/null; then
+		[[ "$p" == k8s.io/kubernetes/* ]] || continue
+		if ! compgen -G "$kdir/${p#k8s.io/kubernetes/}/*.go" >/dev/null; then
 			log "unknown component ${p##*/}: not in k8s.io/kubernetes/cmd nor etcd/etcdctl/etcdutl"
 			exit 2
 		fi
 	done
-	log "building ${k8s_pkgs[*]##*/} $K8S_VERSION"
+	log "building ${k8s_pkgs[*]##*/} ${k8s_tests[*]:+e2e.test} $K8S_VERSION"
 	kmod="$tmp/k8s"
 	mkdir -p "$kmod"
 
@@ -153,7 +174,17 @@ if ((${#k8s_pkgs[@]} > 0)); then
 		ldflags+=" -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
 		ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 	done
-	(cd "$kmod" && go build -trimpath -ldflags="$ldflags" -o "$out/bin/" "${k8s_pkgs[@]}")
+	if ((${#k8s_pkgs[@]} > 0)); then
+		(cd "$kmod" && go build -trimpath -ldflags="$ldflags" -o "$out/bin/" "${k8s_pkgs[@]}")
+	fi
+	# The e2e suite is a test binary: `go test -c` of one package, named
+	# e2e.test like the upstream release's. It needs the test-only
+	# dependencies too, which -mod=mod adds to the wrapper's go.sum; vet
+	# is off because upstream's code is not ours to lint and it costs
+	# minutes here.
+	for p in "${k8s_tests[@]}"; do
+		(cd "$kmod" && go test -c -vet=off -trimpath -ldflags="$ldflags" -o "$out/bin/e2e.test" "$p")
+	done
 fi
 
 if ((${#etcd_builds[@]} > 0)); then
