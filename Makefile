@@ -17,7 +17,7 @@ TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?=
 FUZZ_BUDGETS := FuzzLoadConf=100000x FuzzOwnerKey=15000x FuzzPoolOps=3000x FuzzStoreRecords=10000x
 
-.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down
+.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down e2e-images e2e-conformance
 
 all: build
 
@@ -107,6 +107,18 @@ kind-down:
 	@set -e; . test/kind/versions.env; \
 	$(GO) run ./test/kind/cmd/kindctl down -name '$(KIND_CLUSTER_NAME)' \
 	  -kind "$${VETHROUTE_CACHE:-$$HOME/.cache/vethroute}/kind/bin/kind-$$KIND_VERSION"
+
+## e2e-images: the upstream e2e suite (e2e.test, ginkgo) and the images its sig-network tests run, built offline and cached (root; docs/conformance.md)
+e2e-images:
+	bash test/conformance/build.sh
+
+## e2e-conformance: the upstream sig-network Conformance, dual-stack and granular tests on a kind-up cluster, removed at the end (root, Docker; docs/conformance.md)
+E2E_REPORT_DIR ?= $(CURDIR)/dist/conformance
+e2e-conformance: deps
+	@$(MAKE) --no-print-directory kind-up || { $(MAKE) --no-print-directory kind-down; exit 1; }; \
+	rc=0; KIND_CLUSTER_NAME='$(KIND_CLUSTER_NAME)' KIND_WORKERS='$(KIND_WORKERS)' IP_FAMILY='$(IP_FAMILY)' \
+	  E2E_REPORT_DIR='$(E2E_REPORT_DIR)' bash test/conformance/run.sh || rc=$$?; \
+	$(MAKE) --no-print-directory kind-down; exit $$rc
 
 ## agent-test: agent unit, route, integration and manifest tests (root; real API server)
 agent-test: deps build k8s-bins
