@@ -112,8 +112,12 @@ func up(c *kindcluster.Cluster, kubectl string) (err error) {
 		return err
 	}
 	family := map[kindcluster.Family]string{kindcluster.IPv4: "IPv4", kindcluster.IPv6: "IPv6", kindcluster.Dual: "dual-stack"}[c.Family]
-	fmt.Printf("kind cluster %s is up in %s: 1 control plane, %d workers, %s, vethroute as its only CNI\n",
-		c.Name, time.Since(start).Round(time.Second), c.Workers, family)
+	workers := fmt.Sprintf("%d workers", c.Workers)
+	if c.Workers == 1 {
+		workers = "1 worker"
+	}
+	fmt.Printf("kind cluster %s is up in %s: 1 control plane, %s, %s, vethroute as its only CNI\n",
+		c.Name, time.Since(start).Round(time.Second), workers, family)
 	fmt.Printf("kubeconfig: %s\n", c.Kubeconfig)
 	fmt.Printf("try:        KUBECONFIG=%s %s get nodes -o wide\n", c.Kubeconfig, kubectl)
 	fmt.Printf("remove it:  make kind-down KIND_CLUSTER_NAME=%s\n", c.Name)
