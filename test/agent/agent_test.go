@@ -24,6 +24,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -265,6 +266,16 @@ func agentKubeconfig(t *testing.T, srv *kubeapi.Server, cs *kubernetes.Clientset
 			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
 		case *rbacv1.ClusterRoleBinding:
 			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *appsv1.DaemonSet:
+			// The agents run as processes here, not as Pods.
+		default:
+			// A kind deploy/ gains must be granted here too, or this
+			// test runs the agent with fewer rights than a cluster.
+			t.Fatalf("%s: %s is not applied by this test; add it", m.File, m.GVK.Kind)
 		}
 		if err != nil {
 			t.Fatalf("create %s from %s: %v", m.GVK.Kind, m.File, err)
