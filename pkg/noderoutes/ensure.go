@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -56,7 +57,7 @@ func Verify(proto netlink.RouteProtocol, routes []Route) error {
 // A route that is already there with the same gateway is left as it is,
 // whoever installed it; a missing one is added with the table's protocol.
 // It returns the routes it added. A route to the same destination through
-// another gateway is a conflict (ErrForeign) that is never resolved here.
+// another gateway is a conflict (routing.ErrForeign) that is never resolved here.
 //
 // Concurrent ADDs on a fresh node all find a route missing and all add it:
 // the kernel's EEXIST then means another ADD won, and is success when the
@@ -98,7 +99,7 @@ func (t *Table) Ensure(routes []Route) (added []Route, err error) {
 			return added, fmt.Errorf("add node route %s: the kernel reports a route to %s that the node's main table does not list", r, r.Dst)
 		}
 		e := existing[0]
-		return added, fmt.Errorf("hostRoutes entry %s conflicts with the node's route %s via %s (proto %s); remove one of them: %w", r, r.Dst, e.Gw, e.Protocol, ErrForeign)
+		return added, fmt.Errorf("hostRoutes entry %s conflicts with the node's route %s via %s (proto %s); remove one of them: %w", r, r.Dst, e.Gw, e.Protocol, routing.ErrForeign)
 	}
 	return added, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/vethroute/vethroute/internal/testutil"
+	"github.com/vethroute/vethroute/pkg/routing"
 )
 
 // pluginProtocol is the protocol of the plugin's hostRoutes.
@@ -51,7 +52,7 @@ func TestEnsure(t *testing.T) {
 	}{
 		{"adds a missing route", []Route{route("10.0.0.0/24", "172.16.0.2")}, 1, "", nil},
 		{"keeps an existing one", []Route{route("10.0.0.0/24", "172.16.0.2")}, 0, "", nil},
-		{"refuses a conflicting gateway", []Route{route("10.0.0.0/24", "172.16.0.3")}, 0, "conflicts with the node's route", ErrForeign},
+		{"refuses a conflicting gateway", []Route{route("10.0.0.0/24", "172.16.0.3")}, 0, "conflicts with the node's route", routing.ErrForeign},
 		{"reports an unreachable gateway", []Route{route("10.9.0.0/24", "172.16.0.2"), route("10.8.0.0/24", "172.31.0.1")}, 1, "not on a subnet directly connected", ErrUnreachableGateway},
 		{"refuses an entry without gateway", []Route{{Dst: route("10.7.0.0/24", "172.16.0.2").Dst}}, 0, "gateway address are required", nil},
 	}

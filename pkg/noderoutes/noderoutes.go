@@ -19,13 +19,10 @@ import (
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// ErrForeign reports a route that stands where a desired route would go but
-// that does not carry the table's protocol; it is left as it is.
-var ErrForeign = errors.New("route not tagged with this table's protocol")
 
 // ErrUnreachableGateway reports a gateway that is not on a subnet directly
 // connected to the node, which the kernel refuses as a next hop.
@@ -60,11 +57,11 @@ type Conflict struct {
 	Existing string
 }
 
-// Unwrap makes errors.Is(c, ErrForeign) hold.
-func (c Conflict) Unwrap() error { return ErrForeign }
+// Unwrap makes errors.Is(c, routing.ErrForeign) hold.
+func (c Conflict) Unwrap() error { return routing.ErrForeign }
 
 func (c Conflict) Error() string {
-	return fmt.Sprintf("route %s: the node already has %s: %v", c.Want, c.Existing, ErrForeign)
+	return fmt.Sprintf("route %s: the node already has %s: %v", c.Want, c.Existing, routing.ErrForeign)
 }
 
 // Table programs the routes of one network namespace through a netlink

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vethroute/vethroute/internal/testutil"
 	"github.com/vethroute/vethroute/pkg/netconf"
+	"github.com/vethroute/vethroute/pkg/routing"
 )
 
 // nodeNS makes a namespace with an "uplink" on 172.16.0.1/24 and
@@ -147,7 +148,7 @@ func TestSync(t *testing.T) {
 		var conflicts []string
 		for _, c := range res.Conflicts {
 			conflicts = append(conflicts, c.Want.String())
-			if !strings.Contains(c.Existing, "proto dhcp") || !errors.Is(c, ErrForeign) {
+			if !strings.Contains(c.Existing, "proto dhcp") || !errors.Is(c, routing.ErrForeign) {
 				t.Errorf("%s: conflict %v does not describe the foreign route", s.name, c)
 			}
 		}

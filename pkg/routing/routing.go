@@ -51,9 +51,10 @@ const (
 	aliasSep  = ":"
 )
 
-// ErrForeign reports an interface or container host route that vethroute did
-// not create but that stands where vethroute would put its own; vethroute
-// leaves it alone.
+// ErrForeign reports an interface or route that vethroute did not create
+// (no vethroute link group and alias, or another route protocol) but that
+// stands where vethroute would put its own; vethroute leaves it alone. The
+// plugin and noderoutes both report it, so callers test for one sentinel.
 var ErrForeign = errors.New("not created by vethroute")
 
 // ErrNetNS reports a container network namespace path that does not exist or
