@@ -22,6 +22,7 @@ import (
 
 	"github.com/vethroute/vethroute/internal/buildinfo"
 	"github.com/vethroute/vethroute/pkg/agent"
+	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/agent/reaperhost"
 )
 
@@ -59,7 +60,7 @@ func installCNI(args []string) int {
 	from := fs.String("from", "/opt/vethroute/bin/vethroute", "plugin binary to install")
 	to := fs.String("to", "/host/opt/cni/bin", "the node's CNI binary directory")
 	_ = fs.Parse(args)
-	wrote, err := agent.InstallPlugin(*from, *to)
+	wrote, err := cniconf.InstallPlugin(*from, *to)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vethroute-agent install-cni:", err)
 		return 1

@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/utils"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/netconf"
 )
 
@@ -48,7 +49,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", "", "name of the Node this agent runs on (default $NODE_NAME)")
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "directory the CNI configuration is written to")
 	fs.StringVar(&o.CNIConfName, "cni-conf-name", "10-vethroute.conflist", "file name of the CNI configuration")
-	fs.StringVar(&o.CNIVersion, "cni-version", AutoCNIVersion, `cniVersion of the written conflist; "auto" picks the newest the node's container runtime reads (1.1.0 on containerd 2+, else 1.0.0)`)
+	fs.StringVar(&o.CNIVersion, "cni-version", cniconf.AutoCNIVersion, `cniVersion of the written conflist; "auto" picks the newest the node's container runtime reads (1.1.0 on containerd 2+, else 1.0.0)`)
 	fs.StringVar(&o.Network, "network-name", "vethroute", "network name of the written conflist")
 	fs.IntVar(&o.MTU, "mtu", 0, fmt.Sprintf("pod interface MTU written to the conflist; 0 leaves the plugin's default (%d)", netconf.DefaultMTU))
 	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", netconf.DefaultDataDir, "reservation directory of the plugin's built-in IPAM")
@@ -84,7 +85,7 @@ func (o *Options) Validate(getenv func(string) string) error {
 	if err := utils.ValidateNetworkName(o.Network); err != nil {
 		errs = append(errs, fmt.Errorf("--network-name: %w", err))
 	}
-	if o.CNIVersion != AutoCNIVersion && !slices.Contains(version.All.SupportedVersions(), o.CNIVersion) {
+	if o.CNIVersion != cniconf.AutoCNIVersion && !slices.Contains(version.All.SupportedVersions(), o.CNIVersion) {
 		errs = append(errs, fmt.Errorf("--cni-version %q is neither auto nor one of %s", o.CNIVersion, strings.Join(version.All.SupportedVersions(), ", ")))
 	}
 	if o.ReaperSocket != "" && !filepath.IsAbs(o.ReaperSocket) {

@@ -15,8 +15,10 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/agent/masquerade"
 	"github.com/vethroute/vethroute/pkg/agent/monitor"
+	"github.com/vethroute/vethroute/pkg/agent/nodesync"
 	"github.com/vethroute/vethroute/pkg/agent/reaperhost"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
@@ -51,29 +53,15 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 		return err
 	}
 
-	clusterCIDRs, _ := o.clusterCIDRs()
-	cfg := Config{
-		NodeName: o.NodeName,
-		ConfPath: filepath.Join(o.CNIConfDir, o.CNIConfName),
-		ConfBase: ConfData{
-			CNIVersion: o.CNIVersion, Network: o.Network, MTU: o.MTU,
-			DataDir: o.IPAMDataDir, LogFile: o.PluginLogFile, ReaperSocket: o.ReaperSocket,
-		},
-		ResyncPeriod: o.ResyncPeriod,
-		ClusterCIDRs: clusterCIDRs,
-	}
-	if o.EnableForwarding {
-		cfg.EnableForwarding = routing.EnableForwarding
-	}
-
 	metrics := monitor.NewMetrics()
-	recorder, stopEvents := NewEventRecorder(ctx, client, o.NodeName)
+	recorder, stopEvents := nodesync.NewEventRecorder(ctx, client, component, o.NodeName)
 	defer stopEvents()
 
 	// No informer resync: the controller's own resync re-applies the
 	// desired state from the cache, which costs the API nothing.
 	factory := informers.NewSharedInformerFactory(client, 0)
-	ctrl, err := NewController(cfg, factory.Core().V1().Nodes(), table, masq, recorder, metrics, log)
+	cfg := controllerConfig(o)
+	ctrl, err := nodesync.NewController(cfg, factory.Core().V1().Nodes(), table, masq, recorder, metrics, log)
 	if err != nil {
 		return err
 	}
@@ -107,13 +95,36 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	return nil
 }
 
+// component is the name the agent gives itself to the API server: the
+// user agent of its requests and the source of its Events.
+const component = "vethroute-agent"
+
+// controllerConfig is the Node controller's share of the options.
+func controllerConfig(o Options) nodesync.Config {
+	clusterCIDRs, _ := o.clusterCIDRs()
+	cfg := nodesync.Config{
+		NodeName: o.NodeName,
+		ConfPath: filepath.Join(o.CNIConfDir, o.CNIConfName),
+		ConfBase: cniconf.ConfData{
+			CNIVersion: o.CNIVersion, Network: o.Network, MTU: o.MTU,
+			DataDir: o.IPAMDataDir, LogFile: o.PluginLogFile, ReaperSocket: o.ReaperSocket,
+		},
+		ResyncPeriod: o.ResyncPeriod,
+		ClusterCIDRs: clusterCIDRs,
+	}
+	if o.EnableForwarding {
+		cfg.EnableForwarding = routing.EnableForwarding
+	}
+	return cfg
+}
+
 // newClient returns a clientset for kubeconfig (in-cluster when empty).
 func newClient(kubeconfig, version string) (*kubernetes.Clientset, error) {
 	restCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
-	restCfg.UserAgent = Component + "/" + version
+	restCfg.UserAgent = component + "/" + version
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("create clientset: %w", err)
@@ -165,7 +176,7 @@ func startHTTP(o Options, metrics *monitor.Metrics, ready func() bool, live []fu
 // setupMasquerade returns the masquerader when --masquerade is on. When it
 // is off, a table left by an earlier run with it on is removed, best
 // effort: without the nft binary there is nothing to remove either.
-func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (MasqSyncer, error) {
+func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (nodesync.MasqSyncer, error) {
 	nft, err := knftables.New(knftables.InetFamily, masquerade.Table)
 	if err != nil {
 		if o.Masquerade {

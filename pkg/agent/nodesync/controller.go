@@ -1,4 +1,4 @@
-package agent
+package nodesync
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/agent/monitor"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 )
@@ -28,10 +29,10 @@ import (
 // triggered reconcile, since the routes of one node depend on all nodes.
 const syncKey = "node-routes"
 
-// ErrWaiting reports a reconcile that cannot finish until the API delivers
+// errWaiting reports a reconcile that cannot finish until the API delivers
 // something (this node, or its podCIDRs); the informer's next event retries
 // it, so it is neither counted as an error nor retried with backoff.
-var ErrWaiting = errors.New("waiting for the API")
+var errWaiting = errors.New("waiting for the API")
 
 // RouteTable is the node's routing table as the controller uses it
 // (*noderoutes.Table in production, a fake in unit tests).
@@ -52,7 +53,7 @@ type Config struct {
 	// ConfPath is the CNI configuration file the agent owns.
 	ConfPath string
 	// ConfBase carries the conflist's fixed fields.
-	ConfBase ConfData
+	ConfBase cniconf.ConfData
 	// ResyncPeriod is how often the desired state is re-applied against
 	// drift (a route deleted by hand) without any API change.
 	ResyncPeriod time.Duration
@@ -69,7 +70,11 @@ type Config struct {
 }
 
 // Controller keeps one node's CNI configuration, routes and masquerade
-// rules in sync with the cluster's Nodes.
+// rules in sync with the cluster's Nodes. It reconciles one level-triggered
+// key: every change, and a periodic resync against drift, computes the
+// whole desired state from the informer's cache and applies it. The cache
+// keeps serving while the API server is away, so routes are kept (and
+// repaired) through an API outage.
 type Controller struct {
 	cfg      Config
 	nodes    corelisters.NodeLister
@@ -143,11 +148,11 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 // relevantChange reports whether a Node update changes its pod CIDRs or
 // InternalIPs.
 func relevantChange(o, n *corev1.Node) bool {
-	if !slices.Equal(PodCIDRs(o), PodCIDRs(n)) {
+	if !slices.Equal(cniconf.PodCIDRs(o), cniconf.PodCIDRs(n)) {
 		return true
 	}
-	o4, o6 := InternalIPs(o)
-	n4, n6 := InternalIPs(n)
+	o4, o6 := internalIPs(o)
+	n4, n6 := internalIPs(n)
 	return o4 != n4 || o6 != n6
 }
 
@@ -206,11 +211,11 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	err := c.Reconcile(ctx)
+	err := c.reconcile(ctx)
 	switch {
 	case err == nil:
 		c.queue.Forget(key)
-	case errors.Is(err, ErrWaiting):
+	case errors.Is(err, errWaiting):
 		c.queue.Forget(key)
 		c.log.Info("reconcile waiting", "reason", err)
 	default:
@@ -220,10 +225,10 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	return true
 }
 
-// Reconcile computes the desired state from the informer's cache and
+// reconcile computes the desired state from the informer's cache and
 // applies it: CNI configuration, routes, problems, masquerade rules. Run
 // calls it from its single worker; it is not safe for concurrent use.
-func (c *Controller) Reconcile(ctx context.Context) (err error) {
+func (c *Controller) reconcile(ctx context.Context) (err error) {
 	start := time.Now()
 	defer func() {
 		c.metrics.ReconcileDuration.Observe(time.Since(start).Seconds())
@@ -232,7 +237,7 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 			c.metrics.Reconciles.WithLabelValues("success").Inc()
 			c.metrics.LastSuccess.Set(float64(time.Now().UnixNano()) / 1e9)
 			c.ready.Store(true)
-		case errors.Is(err, ErrWaiting):
+		case errors.Is(err, errWaiting):
 			c.metrics.Reconciles.WithLabelValues("waiting").Inc()
 		default:
 			c.metrics.Reconciles.WithLabelValues("error").Inc()
@@ -264,13 +269,13 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 	return joinReconcileErrors(errs)
 }
 
-// joinReconcileErrors joins errs so that the result matches ErrWaiting only
+// joinReconcileErrors joins errs so that the result matches errWaiting only
 // when every error is a wait: a real failure among them must be retried
 // with backoff and counted.
 func joinReconcileErrors(errs []error) error {
 	var real, waiting []error
 	for _, err := range errs {
-		if errors.Is(err, ErrWaiting) {
+		if errors.Is(err, errWaiting) {
 			waiting = append(waiting, err)
 		} else {
 			real = append(real, err)
@@ -289,12 +294,12 @@ func joinReconcileErrors(errs []error) error {
 func (c *Controller) syncConf(nodes []*corev1.Node) error {
 	self := findNode(nodes, c.cfg.NodeName)
 	if self == nil {
-		return fmt.Errorf("node %s not found: %w", c.cfg.NodeName, ErrWaiting)
+		return fmt.Errorf("node %s not found: %w", c.cfg.NodeName, errWaiting)
 	}
-	if len(PodCIDRs(self)) == 0 {
-		return fmt.Errorf("node %s has no spec.podCIDRs yet: %w", self.Name, ErrWaiting)
+	if len(cniconf.PodCIDRs(self)) == 0 {
+		return fmt.Errorf("node %s has no spec.podCIDRs yet: %w", self.Name, errWaiting)
 	}
-	data, err := NewConfData(self, c.cfg.ConfBase)
+	data, err := cniconf.NewConfData(self, c.cfg.ConfBase)
 	if err != nil {
 		return err
 	}
@@ -308,17 +313,17 @@ func (c *Controller) syncConf(nodes []*corev1.Node) error {
 			return err
 		}
 	}
-	content, err := RenderConfList(data)
+	content, err := cniconf.RenderConfList(data)
 	if err != nil {
 		return err
 	}
-	wrote, err := WriteFileAtomic(c.cfg.ConfPath, content, 0o644)
+	wrote, err := cniconf.WriteFileAtomic(c.cfg.ConfPath, content, 0o644)
 	if err != nil {
 		return fmt.Errorf("write CNI configuration: %w", err)
 	}
 	if wrote {
 		c.metrics.ConfWrites.Inc()
-		c.log.Info("wrote CNI configuration", "path", c.cfg.ConfPath, "podCIDRs", PodCIDRs(self), "dir", filepath.Dir(c.cfg.ConfPath))
+		c.log.Info("wrote CNI configuration", "path", c.cfg.ConfPath, "podCIDRs", cniconf.PodCIDRs(self), "dir", filepath.Dir(c.cfg.ConfPath))
 	}
 	return nil
 }
@@ -330,7 +335,7 @@ func (c *Controller) syncRoutes(nodes []*corev1.Node) error {
 	if err != nil {
 		return err
 	}
-	desired, problems := DesiredRoutes(c.cfg.NodeName, nodes, Scope{ClusterCIDRs: c.cfg.ClusterCIDRs, Connected: connected})
+	desired, problems := desiredRoutes(c.cfg.NodeName, nodes, podCIDRScope{ClusterCIDRs: c.cfg.ClusterCIDRs, Connected: connected})
 	want := make([]noderoutes.Route, len(desired))
 	owner := map[netip.Prefix]string{}
 	for i, d := range desired {
@@ -339,8 +344,8 @@ func (c *Controller) syncRoutes(nodes []*corev1.Node) error {
 	}
 	res, syncErr := c.routes.Sync(want)
 	for _, cf := range res.Conflicts {
-		problems = append(problems, Problem{
-			Node: owner[cf.Want.Dst], Reason: ReasonRouteConflict,
+		problems = append(problems, problem{
+			Node: owner[cf.Want.Dst], Reason: reasonRouteConflict,
 			Message: fmt.Sprintf("node %s already has a route it did not create where route %s to node %s's pod CIDR would go (%s); leaving it and skipping", c.cfg.NodeName, cf.Want, owner[cf.Want.Dst], cf.Existing),
 		})
 	}
@@ -362,7 +367,7 @@ func (c *Controller) syncRoutes(nodes []*corev1.Node) error {
 
 // report announces new or changed problems as Warning Events on the Node
 // concerned and in the log, and logs the ones that went away.
-func (c *Controller) report(nodes []*corev1.Node, problems []Problem) {
+func (c *Controller) report(nodes []*corev1.Node, problems []problem) {
 	seen := map[problemKey]bool{}
 	for _, p := range problems {
 		k := problemKey{p.Node, p.Reason}

@@ -1,4 +1,4 @@
-package agent
+package cniconf
 
 import (
 	"encoding/json"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestGateway(t *testing.T) {
@@ -29,10 +31,10 @@ func TestGateway(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.prefix, func(t *testing.T) {
-			got, err := Gateway(netip.MustParsePrefix(tc.prefix))
+			got, err := gateway(netip.MustParsePrefix(tc.prefix))
 			if tc.wantErr {
 				if err == nil {
-					t.Fatalf("Gateway(%s) = %s, want an error", tc.prefix, got)
+					t.Fatalf("gateway(%s) = %s, want an error", tc.prefix, got)
 				}
 				return
 			}
@@ -40,7 +42,7 @@ func TestGateway(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got.String() != tc.want {
-				t.Errorf("Gateway(%s) = %s, want %s", tc.prefix, got, tc.want)
+				t.Errorf("gateway(%s) = %s, want %s", tc.prefix, got, tc.want)
 			}
 		})
 	}
@@ -136,7 +138,8 @@ func TestRenderConfList(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			data, err := NewConfData(node("n1", tc.podCIDRs), tc.base)
+			node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDRs: tc.podCIDRs}}
+			data, err := NewConfData(node, tc.base)
 			var out []byte
 			if err == nil {
 				out, err = RenderConfList(data)
@@ -208,10 +211,10 @@ func TestCNIVersionFor(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.runtime, func(t *testing.T) {
-			n := node("n1", []string{"10.1.0.0/24"})
+			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDRs: []string{"10.1.0.0/24"}}}
 			n.Status.NodeInfo.ContainerRuntimeVersion = tc.runtime
-			if got := CNIVersionFor(n); got != tc.want {
-				t.Errorf("CNIVersionFor(%q) = %s, want %s", tc.runtime, got, tc.want)
+			if got := cniVersionFor(n); got != tc.want {
+				t.Errorf("cniVersionFor(%q) = %s, want %s", tc.runtime, got, tc.want)
 			}
 			data, err := NewConfData(n, ConfData{CNIVersion: AutoCNIVersion, Network: "x"})
 			if err != nil {

@@ -1,4 +1,4 @@
-package agent
+package nodesync
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/agent/masquerade"
 	"github.com/vethroute/vethroute/pkg/agent/monitor"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
@@ -106,6 +107,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// eventSource is the component the harness's Events come from.
+const eventSource = "vethroute-agent"
+
 type harness struct {
 	client  *fake.Clientset
 	table   *fakeTable
@@ -127,13 +131,13 @@ func startController(t *testing.T, table *fakeTable, nodes ...*corev1.Node) *har
 	client := fake.NewClientset(objs...)
 	factory := informers.NewSharedInformerFactory(client, 0)
 	metrics := monitor.NewMetrics()
-	recorder, stopEvents := NewEventRecorder(ctx, client, "router01")
+	recorder, stopEvents := NewEventRecorder(ctx, client, eventSource, "router01")
 	masq := &fakeMasq{}
 	conf := filepath.Join(t.TempDir(), "net.d", "10-vethroute.conflist")
 	ctrl, err := NewController(Config{
 		NodeName:     "router01",
 		ConfPath:     conf,
-		ConfBase:     ConfData{CNIVersion: "1.1.0", Network: "vethroute", DataDir: "/var/lib/cni/vethroute"},
+		ConfBase:     cniconf.ConfData{CNIVersion: "1.1.0", Network: "vethroute", DataDir: "/var/lib/cni/vethroute"},
 		ResyncPeriod: time.Hour, // only API events drive these tests
 		RetryBase:    time.Millisecond,
 		RetryMax:     10 * time.Millisecond,
@@ -279,7 +283,7 @@ func TestControllerEventOnUnreachableInternalIP(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range list.Items {
-			if e.Reason == ReasonUnreachable {
+			if e.Reason == reasonUnreachable {
 				ev = e
 				return true
 			}
@@ -287,7 +291,7 @@ func TestControllerEventOnUnreachableInternalIP(t *testing.T) {
 		return false
 	})
 	if ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != "faraway" ||
-		ev.Source.Component != Component || ev.Source.Host != "router01" || !strings.Contains(ev.Message, "198.51.100.9") {
+		ev.Source.Component != eventSource || ev.Source.Host != "router01" || !strings.Contains(ev.Message, "198.51.100.9") {
 		t.Errorf("event = %+v", ev)
 	}
 	if got := testutil.ToFloat64(h.metrics.RouteProblems); got != 1 {
@@ -341,7 +345,7 @@ func TestControllerReportsConflicts(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, e := range list.Items {
-			if e.Reason == ReasonRouteConflict && e.InvolvedObject.Name == "router02" && strings.Contains(e.Message, "proto static") {
+			if e.Reason == reasonRouteConflict && e.InvolvedObject.Name == "router02" && strings.Contains(e.Message, "proto static") {
 				return true
 			}
 		}

@@ -1,4 +1,4 @@
-package agent
+package nodesync
 
 import (
 	"fmt"
@@ -8,13 +8,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 )
 
-// Problem is a reason a node's pod subnet gets no route on this node. It is
+// problem is a reason a node's pod subnet gets no route on this node. It is
 // reported (an Event on that Node and a log line) and the subnet is skipped;
 // the rest of the cluster is still routed.
-type Problem struct {
+type problem struct {
 	// Node is the Node the problem is about.
 	Node string
 	// Reason is a CamelCase Event reason.
@@ -23,35 +24,23 @@ type Problem struct {
 	Message string
 }
 
-// Event reasons of the problems DesiredRoutes reports.
+// Event reasons of the problems desiredRoutes reports.
 const (
-	ReasonUnreachable   = "InternalIPNotConnected"
-	ReasonNoInternalIP  = "NoInternalIP"
-	ReasonBadPodCIDR    = "InvalidPodCIDR"
-	ReasonOverlap       = "PodCIDROverlap"
-	ReasonRouteConflict = "RouteConflict"
-	// ReasonOutsideCluster: the pod CIDR lies outside --cluster-cidrs.
-	ReasonOutsideCluster = "PodCIDROutsideCluster"
-	// ReasonCoversNodeNetwork: the pod CIDR overlaps a subnet of the node
+	reasonUnreachable   = "InternalIPNotConnected"
+	reasonNoInternalIP  = "NoInternalIP"
+	reasonBadPodCIDR    = "InvalidPodCIDR"
+	reasonOverlap       = "PodCIDROverlap"
+	reasonRouteConflict = "RouteConflict"
+	// reasonOutsideCluster: the pod CIDR lies outside --cluster-cidrs.
+	reasonOutsideCluster = "PodCIDROutsideCluster"
+	// reasonCoversNodeNetwork: the pod CIDR overlaps a subnet of the node
 	// network or contains a node's address.
-	ReasonCoversNodeNetwork = "PodCIDRCoversNodeNetwork"
+	reasonCoversNodeNetwork = "PodCIDRCoversNodeNetwork"
 )
 
-// PodCIDRs returns a node's pod subnets: spec.podCIDRs, or the older single
-// spec.podCIDR when the list is empty.
-func PodCIDRs(n *corev1.Node) []string {
-	if len(n.Spec.PodCIDRs) > 0 {
-		return n.Spec.PodCIDRs
-	}
-	if n.Spec.PodCIDR != "" {
-		return []string{n.Spec.PodCIDR}
-	}
-	return nil
-}
-
-// InternalIPs returns the first InternalIP of each address family in a
+// internalIPs returns the first InternalIP of each address family in a
 // node's status (the invalid zero Addr when there is none of a family).
-func InternalIPs(n *corev1.Node) (v4, v6 netip.Addr) {
+func internalIPs(n *corev1.Node) (v4, v6 netip.Addr) {
 	for _, a := range n.Status.Addresses {
 		if a.Type != corev1.NodeInternalIP {
 			continue
@@ -71,12 +60,12 @@ func InternalIPs(n *corev1.Node) (v4, v6 netip.Addr) {
 	return v4, v6
 }
 
-// Scope is what a node's pod CIDR must lie inside and keep clear of before
-// any node routes toward it. Node objects can be written by anyone allowed
-// to create or patch Nodes, so a pod CIDR is hostile input: without a scope
-// a Node claiming 0.0.0.0/1, another node's address or the node network
-// would pull that traffic toward itself on every node.
-type Scope struct {
+// podCIDRScope is what a node's pod CIDR must lie inside and keep clear of
+// before any node routes toward it. Node objects can be written by anyone
+// allowed to create or patch Nodes, so a pod CIDR is hostile input: without
+// a scope a Node claiming 0.0.0.0/1, another node's address or the node
+// network would pull that traffic toward itself on every node.
+type podCIDRScope struct {
 	// ClusterCIDRs are the cluster's pod CIDRs, set by the operator: every
 	// accepted pod CIDR lies inside one of them.
 	ClusterCIDRs []netip.Prefix
@@ -85,30 +74,30 @@ type Scope struct {
 	Connected []netip.Prefix
 }
 
-// DesiredRoutes computes the routes this node (self) needs: for every other
+// desiredRoutes computes the routes this node (self) needs: for every other
 // node, one route per pod subnet through that node's InternalIP of the same
-// family. A subnet is refused, with a Problem, when it is malformed or an
+// family. A subnet is refused, with a problem, when it is malformed or an
 // IPv4-mapped IPv6 prefix, when it lies outside scope's cluster CIDRs, when
 // it overlaps a connected subnet of this node or contains any Node's
 // address, when it overlaps this node's own pod subnets, and when it
 // overlaps another node's: then neither node gets a route, since nothing
 // in the Node objects tells which claim is true. It is skipped, also with a
-// Problem, when the node has no InternalIP of its family or that InternalIP
+// problem, when the node has no InternalIP of its family or that InternalIP
 // is outside every connected subnet (the kernel would refuse it as a next
 // hop).
-func DesiredRoutes(self string, nodes []*corev1.Node, scope Scope) ([]NodeRoute, []Problem) {
+func desiredRoutes(self string, nodes []*corev1.Node, scope podCIDRScope) ([]nodeRoute, []problem) {
 	sorted := slices.Clone(nodes)
 	slices.SortFunc(sorted, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
 
-	var problems []Problem
+	var problems []problem
 	report := func(n *corev1.Node, reason, format string, a ...any) {
-		problems = append(problems, Problem{Node: n.Name, Reason: reason, Message: fmt.Sprintf(format, a...)})
+		problems = append(problems, problem{Node: n.Name, Reason: reason, Message: fmt.Sprintf(format, a...)})
 	}
 	var own []netip.Prefix
 	var addrs []netip.Addr
 	for _, n := range sorted {
 		if n.Name == self {
-			for _, c := range PodCIDRs(n) {
+			for _, c := range cniconf.PodCIDRs(n) {
 				if p, err := netip.ParsePrefix(c); err == nil {
 					own = append(own, p.Masked())
 				}
@@ -124,29 +113,29 @@ func DesiredRoutes(self string, nodes []*corev1.Node, scope Scope) ([]NodeRoute,
 		if n.Name == self {
 			continue
 		}
-		for _, c := range PodCIDRs(n) {
+		for _, c := range cniconf.PodCIDRs(n) {
 			p, err := netip.ParsePrefix(c)
 			if err != nil {
-				report(n, ReasonBadPodCIDR, "pod CIDR %q of node %s is not a prefix; no route to it from %s", c, n.Name, self)
+				report(n, reasonBadPodCIDR, "pod CIDR %q of node %s is not a prefix; no route to it from %s", c, n.Name, self)
 				continue
 			}
 			p = p.Masked()
 			switch {
 			case p.Addr().Is4In6():
-				report(n, ReasonBadPodCIDR, "pod CIDR %s of node %s is an IPv4-mapped IPv6 prefix, which no pod can use; no route to it from %s", p, n.Name, self)
+				report(n, reasonBadPodCIDR, "pod CIDR %s of node %s is an IPv4-mapped IPv6 prefix, which no pod can use; no route to it from %s", p, n.Name, self)
 			case !insideAny(scope.ClusterCIDRs, p):
-				report(n, ReasonOutsideCluster, "pod CIDR %s of node %s is outside the cluster's pod CIDRs %v (vethroute-agent --cluster-cidrs); no route to it from %s", p, n.Name, scope.ClusterCIDRs, self)
+				report(n, reasonOutsideCluster, "pod CIDR %s of node %s is outside the cluster's pod CIDRs %v (vethroute-agent --cluster-cidrs); no route to it from %s", p, n.Name, scope.ClusterCIDRs, self)
 			default:
 				if c, ok := overlapsAny(scope.Connected, p); ok {
-					report(n, ReasonCoversNodeNetwork, "pod CIDR %s of node %s overlaps %s, a subnet directly connected to node %s; no route to it from %s", p, n.Name, c, self, self)
+					report(n, reasonCoversNodeNetwork, "pod CIDR %s of node %s overlaps %s, a subnet directly connected to node %s; no route to it from %s", p, n.Name, c, self, self)
 					continue
 				}
 				if a, ok := containsAny(p, addrs); ok {
-					report(n, ReasonCoversNodeNetwork, "pod CIDR %s of node %s contains %s, a node's address; no route to it from %s", p, n.Name, a, self)
+					report(n, reasonCoversNodeNetwork, "pod CIDR %s of node %s contains %s, a node's address; no route to it from %s", p, n.Name, a, self)
 					continue
 				}
 				if o, ok := overlapsAny(own, p); ok {
-					report(n, ReasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s itself; no route to it from %s", p, n.Name, o, self, self)
+					report(n, reasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s itself; no route to it from %s", p, n.Name, o, self, self)
 					continue
 				}
 				claims = append(claims, claim{prefix: p, node: n})
@@ -154,33 +143,33 @@ func DesiredRoutes(self string, nodes []*corev1.Node, scope Scope) ([]NodeRoute,
 		}
 	}
 
-	var routes []NodeRoute
+	var routes []nodeRoute
 	for i, cl := range claims {
 		n, p := cl.node, cl.prefix
 		if other, ok := contested(claims, i); ok {
-			report(n, ReasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s; neither gets a route from %s until one of them is corrected", p, n.Name, other.prefix, other.node.Name, self)
+			report(n, reasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s; neither gets a route from %s until one of them is corrected", p, n.Name, other.prefix, other.node.Name, self)
 			continue
 		}
-		v4, v6 := InternalIPs(n)
+		v4, v6 := internalIPs(n)
 		gw, fam := v4, "IPv4"
 		if p.Addr().Is6() {
 			gw, fam = v6, "IPv6"
 		}
 		if !gw.IsValid() {
-			report(n, ReasonNoInternalIP, "node %s has no %s InternalIP to route its pod CIDR %s through; no route to it from %s", n.Name, fam, p, self)
+			report(n, reasonNoInternalIP, "node %s has no %s InternalIP to route its pod CIDR %s through; no route to it from %s", n.Name, fam, p, self)
 			continue
 		}
 		if !containedIn(scope.Connected, gw) {
-			report(n, ReasonUnreachable, "InternalIP %s of node %s is not on a subnet directly connected to node %s; no route to pod CIDR %s from %s", gw, n.Name, self, p, self)
+			report(n, reasonUnreachable, "InternalIP %s of node %s is not on a subnet directly connected to node %s; no route to pod CIDR %s from %s", gw, n.Name, self, p, self)
 			continue
 		}
-		routes = append(routes, NodeRoute{Node: n.Name, Route: noderoutes.Route{Dst: p, Gw: gw}})
+		routes = append(routes, nodeRoute{Node: n.Name, Route: noderoutes.Route{Dst: p, Gw: gw}})
 	}
 	return routes, problems
 }
 
-// NodeRoute is a desired route and the node whose pod CIDR it reaches.
-type NodeRoute struct {
+// nodeRoute is a desired route and the node whose pod CIDR it reaches.
+type nodeRoute struct {
 	Node string
 	noderoutes.Route
 }

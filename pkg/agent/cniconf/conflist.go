@@ -1,4 +1,4 @@
-package agent
+package cniconf
 
 import (
 	"encoding/json"
@@ -45,13 +45,13 @@ type ConfRange struct {
 	Gateway netip.Addr
 }
 
-// Gateway returns the address the node takes in a pod CIDR: the last usable
+// gateway returns the address the node takes in a pod CIDR: the last usable
 // one, as host-local's default range end (the broadcast address minus one
 // for IPv4, the last address for IPv6). For 192.168.0.0/24 that is
 // 192.168.0.254, the article's gateway. The plugin's allocator never hands
 // the gateway to a pod. Subnets too small to hold a gateway and one pod
 // (IPv4 longer than /30, IPv6 longer than /126) are refused.
-func Gateway(p netip.Prefix) (netip.Addr, error) {
+func gateway(p netip.Prefix) (netip.Addr, error) {
 	p = p.Masked()
 	a := p.Addr()
 	if (a.Is4() && p.Bits() > 30) || (a.Is6() && p.Bits() > 126) {
@@ -75,7 +75,7 @@ func Gateway(p netip.Prefix) (netip.Addr, error) {
 // conflist's cniVersion from the node's container runtime.
 const AutoCNIVersion = "auto"
 
-// CNIVersionFor picks the newest cniVersion the node's container runtime is
+// cniVersionFor picks the newest cniVersion the node's container runtime is
 // known to read, from the version the kubelet reports in
 // status.nodeInfo.containerRuntimeVersion. A runtime rejects a conflist
 // whose cniVersion its libcni does not know ("unsupported CNI result
@@ -83,7 +83,7 @@ const AutoCNIVersion = "auto"
 // 1.1.0 (GC, STATUS) in v1.2.0, which containerd ships from 2.0; containerd
 // 1.6 and 1.7 stop at 1.0.0. Runtimes not recognised here get 1.0.0, which
 // every libcni since v1.0.0 reads; --cni-version overrides the choice.
-func CNIVersionFor(node *corev1.Node) string {
+func cniVersionFor(node *corev1.Node) string {
 	name, ver, ok := strings.Cut(node.Status.NodeInfo.ContainerRuntimeVersion, "://")
 	if ok && name == "containerd" {
 		major, _, _ := strings.Cut(strings.TrimPrefix(ver, "v"), ".")
@@ -99,7 +99,7 @@ func NewConfData(node *corev1.Node, base ConfData) (ConfData, error) {
 	d := base
 	d.Ranges = nil
 	if d.CNIVersion == AutoCNIVersion {
-		d.CNIVersion = CNIVersionFor(node)
+		d.CNIVersion = cniVersionFor(node)
 	}
 	cidrs := PodCIDRs(node)
 	if len(cidrs) == 0 {
@@ -110,7 +110,7 @@ func NewConfData(node *corev1.Node, base ConfData) (ConfData, error) {
 		if err != nil {
 			return d, fmt.Errorf("node %s: pod CIDR %q: %w", node.Name, c, err)
 		}
-		gw, err := Gateway(p)
+		gw, err := gateway(p)
 		if err != nil {
 			return d, fmt.Errorf("node %s: %w", node.Name, err)
 		}
@@ -119,10 +119,23 @@ func NewConfData(node *corev1.Node, base ConfData) (ConfData, error) {
 	return d, nil
 }
 
-// ConfList is the typed conflist of data: the vethroute plugin with its
+// PodCIDRs returns a node's pod subnets: spec.podCIDRs, or the older single
+// spec.podCIDR when the list is empty. The routes toward a node are taken
+// from the same reading, so they match the ranges its conflist hands out.
+func PodCIDRs(n *corev1.Node) []string {
+	if len(n.Spec.PodCIDRs) > 0 {
+		return n.Spec.PodCIDRs
+	}
+	if n.Spec.PodCIDR != "" {
+		return []string{n.Spec.PodCIDR}
+	}
+	return nil
+}
+
+// confList is the typed conflist of data: the vethroute plugin with its
 // built-in IPAM, one range set per pod CIDR and a default route per address
 // family.
-func ConfList(data ConfData) netconf.ConfList {
+func confList(data ConfData) netconf.ConfList {
 	ipamConf := &allocator.IPAMConfig{DataDir: data.DataDir}
 	for _, r := range data.Ranges {
 		subnet := net.IPNet{IP: r.Subnet.Addr().AsSlice(), Mask: net.CIDRMask(r.Subnet.Bits(), r.Subnet.Addr().BitLen())}
@@ -145,7 +158,7 @@ func ConfList(data ConfData) netconf.ConfList {
 // vethroute entry must pass the plugin's own netconf.Load. The output is
 // deterministic, so the file is only rewritten when data changes.
 func RenderConfList(data ConfData) ([]byte, error) {
-	b, err := json.MarshalIndent(ConfList(data), "", "  ")
+	b, err := json.MarshalIndent(confList(data), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("render conflist: %w", err)
 	}

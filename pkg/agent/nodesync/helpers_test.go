@@ -1,4 +1,4 @@
-package agent
+package nodesync
 
 import (
 	"net/netip"

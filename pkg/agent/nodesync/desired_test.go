@@ -1,4 +1,4 @@
-package agent
+package nodesync
 
 import (
 	"fmt"
@@ -69,7 +69,7 @@ func TestDesiredRoutes(t *testing.T) {
 				node("remote", []string{"10.9.0.0/24"}, "198.51.100.7"),
 			},
 			want:     []string{"10.0.0.0/24 via 172.16.0.2 (router02)"},
-			problems: []string{"remote " + ReasonUnreachable},
+			problems: []string{"remote " + reasonUnreachable},
 		},
 		{
 			name: "no InternalIP of the pod CIDR's family",
@@ -77,7 +77,7 @@ func TestDesiredRoutes(t *testing.T) {
 				node("router02", []string{"10.0.0.0/24", "fd00:2::/64"}, "172.16.0.2"),
 			},
 			want:     []string{"10.0.0.0/24 via 172.16.0.2 (router02)"},
-			problems: []string{"router02 " + ReasonNoInternalIP},
+			problems: []string{"router02 " + reasonNoInternalIP},
 		},
 		{
 			name: "ExternalIP and Hostname are not used",
@@ -91,14 +91,14 @@ func TestDesiredRoutes(t *testing.T) {
 					return n
 				}(),
 			},
-			problems: []string{"router02 " + ReasonNoInternalIP},
+			problems: []string{"router02 " + reasonNoInternalIP},
 		},
 		{
 			name: "malformed pod CIDR",
 			nodes: []*corev1.Node{
 				node("router02", []string{"10.0.0.0/33"}, "172.16.0.2"),
 			},
-			problems: []string{"router02 " + ReasonBadPodCIDR},
+			problems: []string{"router02 " + reasonBadPodCIDR},
 		},
 		{
 			name: "pod CIDR overlapping our own is not routed away",
@@ -106,7 +106,7 @@ func TestDesiredRoutes(t *testing.T) {
 				node("router01", []string{"192.168.0.0/24"}, "172.16.0.1"),
 				node("router02", []string{"192.168.0.128/25"}, "172.16.0.2"),
 			},
-			problems: []string{"router02 " + ReasonOverlap},
+			problems: []string{"router02 " + reasonOverlap},
 		},
 		{
 			// Nothing in the Node objects says which claim is true, so
@@ -116,7 +116,7 @@ func TestDesiredRoutes(t *testing.T) {
 				node("router03", []string{"10.0.0.0/24"}, "172.16.0.3"),
 				node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
 			},
-			problems: []string{"router02 " + ReasonOverlap, "router03 " + ReasonOverlap},
+			problems: []string{"router02 " + reasonOverlap, "router03 " + reasonOverlap},
 		},
 		{
 			// Finding 1: a more specific prefix claimed by a Node that
@@ -128,7 +128,7 @@ func TestDesiredRoutes(t *testing.T) {
 				node("router03", []string{"10.1.0.0/24"}, "172.16.0.3"),
 			},
 			want:     []string{"10.1.0.0/24 via 172.16.0.3 (router03)"},
-			problems: []string{"aaa-hijack " + ReasonOverlap, "router02 " + ReasonOverlap},
+			problems: []string{"aaa-hijack " + reasonOverlap, "router02 " + reasonOverlap},
 		},
 		{
 			name: "half of the address space is outside the cluster",
@@ -137,14 +137,14 @@ func TestDesiredRoutes(t *testing.T) {
 				node("evil", []string{"128.0.0.0/1", "2000::/3"}, "172.16.0.9", "fd00:172:16::9"),
 			},
 			want:     []string{"10.0.0.0/24 via 172.16.0.2 (router02)"},
-			problems: []string{"evil " + ReasonOutsideCluster, "evil " + ReasonOutsideCluster},
+			problems: []string{"evil " + reasonOutsideCluster, "evil " + reasonOutsideCluster},
 		},
 		{
 			name: "default route",
 			nodes: []*corev1.Node{
 				node("evil", []string{"0.0.0.0/0", "::/0"}, "172.16.0.9", "fd00:172:16::9"),
 			},
-			problems: []string{"evil " + ReasonOutsideCluster, "evil " + ReasonOutsideCluster},
+			problems: []string{"evil " + reasonOutsideCluster, "evil " + reasonOutsideCluster},
 		},
 		{
 			name: "a prefix spanning other nodes overlaps them all",
@@ -153,7 +153,7 @@ func TestDesiredRoutes(t *testing.T) {
 				node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
 				node("evil", []string{"10.0.0.0/15"}, "172.16.0.9"),
 			},
-			problems: []string{"evil " + ReasonOverlap, "router02 " + ReasonOverlap},
+			problems: []string{"evil " + reasonOverlap, "router02 " + reasonOverlap},
 		},
 		{
 			name: "another node's address as a host route",
@@ -163,21 +163,21 @@ func TestDesiredRoutes(t *testing.T) {
 				node("evil", []string{"10.2.0.3/32"}, "172.16.0.9"),
 			},
 			want:     []string{"10.0.0.0/24 via 172.16.0.2 (router02)"},
-			problems: []string{"evil " + ReasonCoversNodeNetwork, "router03 " + ReasonUnreachable},
+			problems: []string{"evil " + reasonCoversNodeNetwork, "router03 " + reasonUnreachable},
 		},
 		{
 			name: "a prefix inside the node network",
 			nodes: []*corev1.Node{
 				node("evil", []string{"10.3.0.128/25"}, "172.16.0.9"),
 			},
-			problems: []string{"evil " + ReasonCoversNodeNetwork},
+			problems: []string{"evil " + reasonCoversNodeNetwork},
 		},
 		{
 			name: "IPv4-mapped IPv6 pod CIDR",
 			nodes: []*corev1.Node{
 				node("evil", []string{"::ffff:10.0.0.0/120"}, "fd00:172:16::9"),
 			},
-			problems: []string{"evil " + ReasonBadPodCIDR},
+			problems: []string{"evil " + reasonBadPodCIDR},
 		},
 		{
 			name: "host bits in a pod CIDR are masked",
@@ -189,7 +189,7 @@ func TestDesiredRoutes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			routes, problems := DesiredRoutes("router01", tc.nodes, Scope{ClusterCIDRs: prefixes(t, cluster...), Connected: prefixes(t, connected...)})
+			routes, problems := desiredRoutes("router01", tc.nodes, podCIDRScope{ClusterCIDRs: prefixes(t, cluster...), Connected: prefixes(t, connected...)})
 			var got []string
 			for _, r := range routes {
 				got = append(got, fmt.Sprintf("%s via %s (%s)", r.Dst, r.Gw, r.Node))
@@ -213,8 +213,8 @@ func TestDesiredRoutes(t *testing.T) {
 
 func TestInternalIPs(t *testing.T) {
 	n := node("n", nil, "not-an-ip", "::ffff:172.16.0.9", "172.16.0.10", "fd00::1")
-	v4, v6 := InternalIPs(n)
+	v4, v6 := internalIPs(n)
 	if v4 != netip.MustParseAddr("172.16.0.9") || v6 != netip.MustParseAddr("fd00::1") {
-		t.Errorf("InternalIPs = %s, %s; want 172.16.0.9 (first, unmapped), fd00::1", v4, v6)
+		t.Errorf("internalIPs = %s, %s; want 172.16.0.9 (first, unmapped), fd00::1", v4, v6)
 	}
 }
