@@ -3,13 +3,15 @@
 # static binaries of the plugin and the agent, packed by deploy/ociimage into
 # one tar that is an OCI image layout and a `docker save` archive at once.
 #
-# Usage: deploy/build-image.sh [-o OUT.tar] [-n NAME:TAG] [--with-nft] [--no-load]
-#   -o          output tar (default: dist/vethroute-image.tar)
-#   -n          image name (default: vethroute:dev, as deploy/daemonset.yaml)
-#   --with-nft  also copy this machine's nft binary and the shared libraries
-#               it loads (ldd) into the image, for the agent's --masquerade;
-#               only for an image of this machine's architecture
-#   --no-load   do not `docker load` the result even when docker is there
+# Usage: deploy/build-image.sh [-o OUT.tar] [-n NAME:TAG] [--without-nft] [--no-load]
+#   -o            output tar (default: dist/vethroute-image.tar)
+#   -n            image name (default: vethroute:dev, as deploy/daemonset.yaml)
+#   --without-nft leave out nft, which the image otherwise carries for the
+#                 agent's masquerading (on by default): this machine's nft from
+#                 Debian's nftables package and the shared libraries it loads
+#                 (ldd). Needed for an image of another architecture, whose
+#                 agent must then run with --masquerade=false
+#   --no-load     do not `docker load` the result even when docker is there
 #
 # Environment: VERSION (default: git describe, or "dev") is stamped into both
 # binaries; GOARCH selects the architecture; SOURCE_DATE_EPOCH dates the
@@ -18,8 +20,13 @@
 #
 # The image holds:
 #   /vethroute-agent               the agent (entrypoint)
-#   /opt/vethroute/bin/vethroute   the plugin, which `vethroute-agent
-#                                  install-cni` copies to the node's /opt/cni/bin
+#   /opt/vethroute/bin/vethroute   the plugin, and beside it portmap and
+#   /opt/vethroute/bin/portmap     bandwidth from containernetworking/plugins
+#   /opt/vethroute/bin/bandwidth   at the version go.mod pins, which the
+#                                  conflist chains; `vethroute-agent
+#                                  install-cni` copies the directory to the
+#                                  node's /opt/cni/bin
+#   /usr/sbin/nft and its libraries (unless --without-nft)
 # For containerd nodes: ctr -n k8s.io images import OUT.tar
 set -euo pipefail
 
@@ -27,14 +34,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/dist/vethroute-image.tar"
 name="vethroute:dev"
 load=1
-with_nft=0
+with_nft=1
 while (($#)); do
 	case "$1" in
 	-o) out="$2"; shift 2 ;;
 	-n) name="$2"; shift 2 ;;
 	--no-load) load=0; shift ;;
-	--with-nft) with_nft=1; shift ;;
-	-h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+	--without-nft) with_nft=0; shift ;;
+	-h | --help) sed -n '2,30p' "$0"; exit 0 ;;
 	*) echo "build-image: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -54,25 +61,33 @@ export CGO_ENABLED=0 GOOS=linux GOARCH="$arch"
 ldflags="-s -w -X github.com/vethroute/vethroute/internal/buildinfo.Version=$version"
 go build -trimpath -ldflags "$ldflags" -o "$work/vethroute" ./plugins/vethroute
 go build -trimpath -ldflags "$ldflags" -o "$work/vethroute-agent" ./cmd/vethroute-agent
-for b in vethroute vethroute-agent; do
+# The chained plugins come from the module go.mod already requires, so
+# their version moves with the libraries the plugin itself uses.
+for p in portmap bandwidth; do
+	go build -trimpath -ldflags "-s -w" -o "$work/$p" "github.com/containernetworking/plugins/plugins/meta/$p"
+done
+for b in vethroute vethroute-agent portmap bandwidth; do
 	if file "$work/$b" 2>/dev/null | grep -q 'dynamically linked'; then
 		echo "build-image: $b is dynamically linked" >&2
 		exit 1
 	fi
 done
 
-files=(-file "$work/vethroute-agent=/vethroute-agent" -file "$work/vethroute=/opt/vethroute/bin/vethroute")
+files=(-file "$work/vethroute-agent=/vethroute-agent")
+for b in vethroute portmap bandwidth; do
+	files+=(-file "$work/$b=/opt/vethroute/bin/$b")
+done
 if ((with_nft)); then
 	# knftables runs the nft binary; a static image has none. Copy the
 	# build machine's, with every library the dynamic loader resolves for
 	# it, each at the path the loader looks for it.
 	nft="$(command -v nft || true)"
 	if [[ -z "$nft" ]]; then
-		echo "build-image: --with-nft: no nft on this machine (apt-get install nftables)" >&2
+		echo "build-image: no nft on this machine: apt-get install nftables, or build --without-nft" >&2
 		exit 1
 	fi
 	if [[ "$arch" != "$(go env GOHOSTARCH)" ]]; then
-		echo "build-image: --with-nft copies this machine's $(go env GOHOSTARCH) nft; it cannot go into a $arch image" >&2
+		echo "build-image: the image copies this machine's $(go env GOHOSTARCH) nft, which cannot go into a $arch image: build --without-nft" >&2
 		exit 1
 	fi
 	files+=(-file "$(readlink -f "$nft")=/usr/sbin/nft")

@@ -4,7 +4,8 @@
 // cluster (docs/kubernetes.md).
 //
 // `vethroute-agent install-cni --from=SRC --to=DIR` copies the plugin
-// binary into the node's CNI binary directory and exits; the DaemonSet's
+// binary, or every file of the directory SRC (the plugin and the plugins its
+// conflist chains), into the node's CNI binary directory and exits; the DaemonSet's
 // init container runs it, so the image needs no shell.
 //
 // `vethroute-agent reaper --socket=PATH` runs only the reaper (package
@@ -57,15 +58,15 @@ func main() {
 
 func installCNI(args []string) int {
 	fs := flag.NewFlagSet("vethroute-agent install-cni", flag.ExitOnError)
-	from := fs.String("from", "/opt/vethroute/bin/vethroute", "plugin binary to install")
+	from := fs.String("from", "/opt/vethroute/bin", "plugin binary to install, or a directory whose every file is installed (the plugin and the plugins its conflist chains)")
 	to := fs.String("to", "/host/opt/cni/bin", "the node's CNI binary directory")
 	_ = fs.Parse(args)
-	wrote, err := cniconf.InstallPlugin(*from, *to)
+	wrote, err := cniconf.InstallPlugins(*from, *to)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vethroute-agent install-cni:", err)
 		return 1
 	}
-	fmt.Printf("vethroute-agent install-cni: %s in %s (changed: %v)\n", *from, *to, wrote)
+	fmt.Printf("vethroute-agent install-cni: %s into %s, changed: %v\n", *from, *to, wrote)
 	return 0
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ type Options struct {
 	CNIVersion       string
 	Network          string
 	MTU              int
+	Chain            string
 	IPAMDataDir      string
 	PluginLogFile    string
 	ReaperSocket     string
@@ -52,6 +54,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CNIVersion, "cni-version", cniconf.AutoCNIVersion, `cniVersion of the written conflist; "auto" picks the newest the node's container runtime reads (1.1.0 on containerd 2+, else 1.0.0)`)
 	fs.StringVar(&o.Network, "network-name", "vethroute", "network name of the written conflist")
 	fs.IntVar(&o.MTU, "mtu", 0, fmt.Sprintf("pod interface MTU written to the conflist; 0 leaves the plugin's default (%d)", netconf.DefaultMTU))
+	fs.StringVar(&o.Chain, "chain", "portmap", "comma-separated plugin types chained after vethroute in the conflist, in order (portmap serves hostPort, bandwidth the bandwidth annotations); their binaries must be in the node's CNI bin directory; empty chains none")
 	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", netconf.DefaultDataDir, "reservation directory of the plugin's built-in IPAM")
 	fs.StringVar(&o.PluginLogFile, "plugin-log-file", "", "log file the plugin writes to (conflist logFile); empty logs to the runtime")
 	fs.StringVar(&o.ReaperSocket, "reaper-socket", "", "Unix socket on which the agent deletes host veths for the plugin's DEL, so DEL need not wait for the kernel to release them; written to the conflist. Must be the same path on the host; empty disables")
@@ -114,6 +117,9 @@ func (o *Options) Validate(getenv func(string) string) error {
 		errs = append(errs, err)
 	} else if len(cidrs) == 0 {
 		errs = append(errs, errors.New("--cluster-cidrs is required: the cluster's pod CIDRs (kube-controller-manager's --cluster-cidr), e.g. 10.244.0.0/16,fd00:10:244::/56; Node pod CIDRs outside them get no route"))
+	}
+	if _, err := o.chain(); err != nil {
+		errs = append(errs, err)
 	}
 	if o.LogFormat != "text" && o.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q is neither text nor json", o.LogFormat))
@@ -186,3 +192,27 @@ func (o *Options) clusterCIDRs() ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// chain returns --chain's plugin types. A type becomes a file name the
+// runtime executes from its CNI bin directory, so only a plain name is
+// accepted; vethroute itself and repeats are refused.
+func (o *Options) chain() ([]string, error) {
+	var out []string
+	for _, typ := range strings.Split(o.Chain, ",") {
+		typ = strings.TrimSpace(typ)
+		switch {
+		case typ == "":
+			continue
+		case !chainType.MatchString(typ):
+			return nil, fmt.Errorf("--chain: %q is not a plugin type (letters, digits, '-', '_', '.')", typ)
+		case typ == netconf.PluginType:
+			return nil, fmt.Errorf("--chain: %q is the conflist's first plugin already", typ)
+		case slices.Contains(out, typ):
+			return nil, fmt.Errorf("--chain: %q is listed twice", typ)
+		}
+		out = append(out, typ)
+	}
+	return out, nil
+}
+
+var chainType = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)

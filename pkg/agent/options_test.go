@@ -40,6 +40,11 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "pinned cni version", args: []string{"--cni-version=1.0.0"}, wantNode: "from-env"},
 		{name: "unknown cni version", args: []string{"--cni-version=1.2"}, wantErr: "--cni-version"},
 		{name: "reaper socket", args: []string{"--reaper-socket=/run/vethroute/reaper.sock"}, wantNode: "from-env"},
+		{name: "chain of two", args: []string{"--chain=portmap, bandwidth"}, wantNode: "from-env"},
+		{name: "empty chain", args: []string{"--chain="}, wantNode: "from-env"},
+		{name: "chain with a path", args: []string{"--chain=../../tmp/x"}, wantErr: "--chain"},
+		{name: "chain repeats a plugin", args: []string{"--chain=portmap,portmap"}, wantErr: "--chain"},
+		{name: "chain repeats vethroute", args: []string{"--chain=vethroute"}, wantErr: "--chain"},
 		{name: "relative reaper socket", args: []string{"--reaper-socket=run/reaper.sock"}, wantErr: "--reaper-socket"},
 	}
 	for _, tc := range tests {

@@ -102,12 +102,14 @@ const component = "vethroute-agent"
 // controllerConfig is the Node controller's share of the options.
 func controllerConfig(o Options) nodesync.Config {
 	clusterCIDRs, _ := o.clusterCIDRs()
+	chain, _ := o.chain()
 	cfg := nodesync.Config{
 		NodeName: o.NodeName,
 		ConfPath: filepath.Join(o.CNIConfDir, o.CNIConfName),
 		ConfBase: cniconf.ConfData{
 			CNIVersion: o.CNIVersion, Network: o.Network, MTU: o.MTU,
 			DataDir: o.IPAMDataDir, LogFile: o.PluginLogFile, ReaperSocket: o.ReaperSocket,
+			Chain: chain,
 		},
 		ResyncPeriod: o.ResyncPeriod,
 		ClusterCIDRs: clusterCIDRs,

@@ -31,6 +31,8 @@ type ConfData struct {
 	// ReaperSocket is the agent's reaper socket, which DEL hands host veths
 	// to; empty when the agent runs no reaper.
 	ReaperSocket string
+	// Chain lists the plugin types chained after vethroute, in order.
+	Chain []string
 	// Ranges holds one entry per pod CIDR of the node, in spec order.
 	Ranges []ConfRange
 }
@@ -134,7 +136,7 @@ func PodCIDRs(n *corev1.Node) []string {
 
 // confList is the typed conflist of data: the vethroute plugin with its
 // built-in IPAM, one range set per pod CIDR and a default route per address
-// family.
+// family, followed by the chained plugins.
 func confList(data ConfData) netconf.ConfList {
 	ipamConf := &allocator.IPAMConfig{DataDir: data.DataDir}
 	for _, r := range data.Ranges {
@@ -150,7 +152,11 @@ func confList(data ConfData) netconf.ConfList {
 		ReaperSocket: data.ReaperSocket,
 		Builtin:      ipamConf,
 	}
-	return netconf.ConfList{CNIVersion: data.CNIVersion, Name: data.Network, Plugins: []*netconf.NetConf{plugin}}
+	l := netconf.ConfList{CNIVersion: data.CNIVersion, Name: data.Network, Plugins: []any{plugin}}
+	for _, typ := range data.Chain {
+		l.Plugins = append(l.Plugins, netconf.NewChained(typ))
+	}
+	return l
 }
 
 // RenderConfList writes the conflist of data and checks the result as the

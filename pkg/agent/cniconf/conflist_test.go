@@ -58,10 +58,11 @@ type renderedConf struct {
 	CNIVersion string `json:"cniVersion"`
 	Name       string `json:"name"`
 	Plugins    []struct {
-		Type    string `json:"type"`
-		MTU     int    `json:"mtu"`
-		LogFile string `json:"logFile"`
-		Reaper  string `json:"reaperSocket"`
+		Type    string          `json:"type"`
+		MTU     int             `json:"mtu"`
+		LogFile string          `json:"logFile"`
+		Reaper  string          `json:"reaperSocket"`
+		Caps    map[string]bool `json:"capabilities"`
 		IPAM    struct {
 			Type   string         `json:"type"`
 			Ranges [][]rangeEntry `json:"ranges"`
@@ -93,7 +94,7 @@ func TestRenderConfList(t *testing.T) {
 		{
 			name:     "dual stack keeps spec order",
 			podCIDRs: []string{"fd00:10:244:1::/64", "10.244.1.0/24"},
-			base:     ConfData{CNIVersion: "1.0.0", Network: "pods", MTU: 1450, DataDir: "/data", LogFile: "/var/log/vr.log", ReaperSocket: "/run/vethroute/reaper.sock"},
+			base:     ConfData{CNIVersion: "1.0.0", Network: "pods", MTU: 1450, DataDir: "/data", LogFile: "/var/log/vr.log", ReaperSocket: "/run/vethroute/reaper.sock", Chain: []string{"portmap", "bandwidth", "tuning"}},
 			wantRanges: []rangeEntry{
 				{"fd00:10:244:1::/64", "fd00:10:244:1:ffff:ffff:ffff:ffff"},
 				{"10.244.1.0/24", "10.244.1.254"},
@@ -160,8 +161,22 @@ func TestRenderConfList(t *testing.T) {
 			if err := json.Unmarshal(out, &c); err != nil {
 				t.Fatal(err)
 			}
-			if c.CNIVersion != tc.base.CNIVersion || c.Name != tc.base.Network || len(c.Plugins) != 1 {
+			if c.CNIVersion != tc.base.CNIVersion || c.Name != tc.base.Network || len(c.Plugins) != 1+len(tc.base.Chain) {
 				t.Fatalf("conflist header/plugins wrong:\n%s", out)
+			}
+			// Chained plugins follow in order; the runtime hands hostPorts
+			// and bandwidth only to a plugin that declares the capability.
+			wantCaps := map[string]string{"portmap": "portMappings", "bandwidth": "bandwidth"}
+			for i, typ := range tc.base.Chain {
+				p := c.Plugins[1+i]
+				if p.Type != typ || p.IPAM.Type != "" || p.MTU != 0 {
+					t.Errorf("plugins[%d] = %+v, want a bare %s", 1+i, p, typ)
+				}
+				if capability, ok := wantCaps[typ]; ok && (len(p.Caps) != 1 || !p.Caps[capability]) {
+					t.Errorf("plugins[%d] (%s) capabilities = %v, want %s", 1+i, typ, p.Caps, capability)
+				} else if !ok && len(p.Caps) != 0 {
+					t.Errorf("plugins[%d] (%s) capabilities = %v, want none", 1+i, typ, p.Caps)
+				}
 			}
 			p := c.Plugins[0]
 			if p.Type != "vethroute" || p.IPAM.Type != "vethroute" || p.MTU != tc.base.MTU || p.LogFile != tc.base.LogFile || p.Reaper != tc.base.ReaperSocket || p.IPAM.DataDir != tc.base.DataDir {

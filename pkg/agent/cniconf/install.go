@@ -6,6 +6,36 @@ import (
 	"path/filepath"
 )
 
+// InstallPlugins installs src with InstallPlugin, or when src is a
+// directory every regular file in it (the plugin and the plugins its
+// conflist chains, shipped side by side in the image). It returns the files
+// it wrote; identical ones are left untouched and not listed.
+func InstallPlugins(src, dstDir string) ([]string, error) {
+	srcs := []string{src}
+	if entries, err := os.ReadDir(src); err == nil {
+		srcs = srcs[:0]
+		for _, e := range entries {
+			if e.Type().IsRegular() {
+				srcs = append(srcs, filepath.Join(src, e.Name()))
+			}
+		}
+		if len(srcs) == 0 {
+			return nil, fmt.Errorf("install plugins: directory %s holds no file", src)
+		}
+	}
+	var wrote []string
+	for _, s := range srcs {
+		w, err := InstallPlugin(s, dstDir)
+		if err != nil {
+			return wrote, err
+		}
+		if w {
+			wrote = append(wrote, filepath.Base(s))
+		}
+	}
+	return wrote, nil
+}
+
 // InstallPlugin copies the plugin binary src into the node's CNI binary
 // directory dstDir under the same name. The copy is written beside the
 // target and renamed over it, so a runtime executing the plugin at that
