@@ -2,6 +2,7 @@ package external
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 
@@ -91,10 +92,39 @@ func (p *Plugin) Check([]net.IP) error {
 // Collect runs the plugin's GC, which reads the valid attachments from
 // stdin itself and does not say how many it released.
 func (p *Plugin) Collect(func(ipam.Owner) bool) (int, error) {
-	if err := invoke.DelegateGC(context.TODO(), p.Type, p.Stdin, nil); err != nil {
+	stdin, err := gcStdin(p.Stdin)
+	if err != nil {
+		return 0, fmt.Errorf("ipam plugin %s GC: %w", p.Type, err)
+	}
+	if err := invoke.DelegateGC(context.TODO(), p.Type, stdin, nil); err != nil {
 		return 0, fmt.Errorf("ipam plugin %s GC: %w", p.Type, err)
 	}
 	return 0, nil
+}
+
+// gcStdin returns stdin with cni.dev/valid-attachments holding every
+// attachment vethroute keeps (netconf.NetConf.Attachments), when the runtime
+// also or only sent the draft key cni.dev/attachments: an IPAM plugin reads
+// only the final key, and would otherwise release the addresses of every
+// attachment listed under the draft one while they are in use.
+func gcStdin(stdin []byte) ([]byte, error) {
+	var conf netconf.NetConf
+	if err := json.Unmarshal(stdin, &conf); err != nil {
+		return nil, fmt.Errorf("decode configuration: %w", err)
+	}
+	if conf.LegacyAttachments == nil {
+		return stdin, nil
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &raw); err != nil {
+		return nil, fmt.Errorf("decode configuration: %w", err)
+	}
+	valid, err := json.Marshal(conf.Attachments())
+	if err != nil {
+		return nil, err
+	}
+	raw["cni.dev/valid-attachments"] = valid
+	return json.Marshal(raw)
 }
 
 // Status runs the plugin's STATUS.

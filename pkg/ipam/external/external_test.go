@@ -272,6 +272,16 @@ func TestCollect(t *testing.T) {
 			wantHeld: []string{},
 		},
 		{
+			name: "the draft key cni.dev/attachments lists a/eth0", version: "1.1.0",
+			top:  map[string]any{"cni.dev/attachments": []types.GCAttachment{a}},
+			keep: []types.GCAttachment{a}, wantHeld: []string{"a/eth0"},
+		},
+		{
+			name: "both keys: what either lists is kept", version: "1.1.0",
+			top:  map[string]any{"cni.dev/valid-attachments": []types.GCAttachment{b}, "cni.dev/attachments": []types.GCAttachment{aNet1}},
+			keep: []types.GCAttachment{b, aNet1}, wantHeld: []string{"a/net1", "b/eth0"},
+		},
+		{
 			name: "CNI 1.0.0 has no GC", version: "1.0.0",
 			top:      map[string]any{"cni.dev/valid-attachments": []types.GCAttachment{}},
 			wantCode: types.ErrIncompatibleCNIVersion, wantHeld: all,
