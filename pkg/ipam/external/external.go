@@ -3,6 +3,7 @@ package external
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 
@@ -127,7 +128,17 @@ func gcStdin(stdin []byte) ([]byte, error) {
 	return json.Marshal(raw)
 }
 
-// Status runs the plugin's STATUS.
+// Status runs the plugin's STATUS and passes its CNI error through. A
+// plugin that cannot be found in CNI_PATH, or fails without a CNI error
+// (RawExec reports code 0), cannot service ADD either: code 50.
 func (p *Plugin) Status() error {
-	return cniipam.ExecStatus(p.Type, p.Stdin)
+	err := cniipam.ExecStatus(p.Type, p.Stdin)
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) && te.Code != 0 {
+		return fmt.Errorf("ipam plugin %s STATUS: %w", p.Type, err)
+	}
+	return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("ipam plugin %s STATUS: %v", p.Type, err), "")
 }

@@ -331,23 +331,35 @@ func TestCollect(t *testing.T) {
 }
 
 // TestStatus: STATUS is the plugin's answer (host-local, which has none,
-// always succeeds), even for a full range; a configuration older than CNI
-// 1.1.0 has no STATUS and the plugin's refusal comes back as it is.
+// always succeeds), even for a full range, and the plugin's CNI error comes
+// back as it is; a plugin that fails without one cannot service ADD: code
+// 50.
 func TestStatus(t *testing.T) {
 	dir := testutil.ReferencePlugins(t, "host-local")
 	for _, tc := range []struct {
 		name     string
 		version  string
-		fill     bool // allocate the range's only address first
-		wantCode uint // 0 for success
+		script   string // when set, the IPAM plugin is this shell script instead of host-local
+		fill     bool   // allocate the range's only address first
+		wantCode uint   // 0 for success
+		wantMsg  string // in the CNI error's message
 	}{
-		{"free range", "1.1.0", false, 0},
-		{"full range", "1.1.0", true, 0},
-		{"CNI 1.0.0", "1.0.0", false, types.ErrIncompatibleCNIVersion},
+		{name: "free range", version: "1.1.0"},
+		{name: "full range", version: "1.1.0", fill: true},
+		{name: "CNI 1.0.0, which has no STATUS", version: "1.0.0", wantCode: types.ErrIncompatibleCNIVersion, wantMsg: "does not allow STATUS"},
+		{name: "the plugin's own CNI error", version: "1.1.0", script: `echo '{"code": 11, "msg": "daemon restarting"}'; exit 1`, wantCode: types.ErrTryAgainLater, wantMsg: "daemon restarting"},
+		{name: "a plugin failing without a CNI error", version: "1.1.0", script: `echo crashed >&2; exit 2`, wantCode: types.ErrPluginNotAvailable, wantMsg: `ipam plugin scripted STATUS: netplugin failed: "crashed\n"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			attach(t, dir, "a")
-			p := &Plugin{Type: "host-local", Stdin: netConf(t, tc.version, t.TempDir(), `"ranges": [[{"subnet": "10.9.0.0/30"}]]`, nil)}
+			typ, cniPath := "host-local", dir
+			if tc.script != "" {
+				typ, cniPath = "scripted", t.TempDir()
+				if err := os.WriteFile(filepath.Join(cniPath, typ), []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			attach(t, cniPath, "a")
+			p := &Plugin{Type: typ, Stdin: netConf(t, tc.version, t.TempDir(), `"ranges": [[{"subnet": "10.9.0.0/30"}]]`, nil)}
 			if tc.fill {
 				if _, _, err := p.Allocate(); err != nil {
 					t.Fatal(err)
@@ -355,8 +367,8 @@ func TestStatus(t *testing.T) {
 			}
 			err := p.Status()
 			var te *types.Error
-			if tc.wantCode == 0 && err != nil || tc.wantCode != 0 && (!errors.As(err, &te) || te.Code != tc.wantCode) {
-				t.Fatalf("Status = %v, want code %d", err, tc.wantCode)
+			if tc.wantCode == 0 && err != nil || tc.wantCode != 0 && (!errors.As(err, &te) || te.Code != tc.wantCode || !strings.Contains(te.Msg, tc.wantMsg)) {
+				t.Fatalf("Status = %v, want code %d with %q", err, tc.wantCode, tc.wantMsg)
 			}
 		})
 	}
@@ -422,7 +434,8 @@ func TestExhausted(t *testing.T) {
 
 // TestMissingPlugin: with Type nowhere in CNI_PATH every verb fails naming
 // the plugin and the lookup. ADD, DEL, CHECK and GC carry no CNI error, so
-// the plugin's cniError answers 999.
+// the plugin's cniError answers 999; STATUS answers code 50, the plugin
+// cannot service ADD.
 func TestMissingPlugin(t *testing.T) {
 	empty := t.TempDir()
 	attach(t, empty, "a")
@@ -437,6 +450,7 @@ func TestMissingPlugin(t *testing.T) {
 		{"DEL", p.Release, 0},
 		{"CHECK", func() error { return p.Check(nil) }, 0},
 		{"GC", func() error { _, err := p.Collect(func(ipam.Owner) bool { return false }); return err }, 0},
+		{"STATUS", p.Status, types.ErrPluginNotAvailable},
 	} {
 		t.Run(tc.verb, func(t *testing.T) {
 			err := tc.run()
