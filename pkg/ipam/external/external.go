@@ -2,6 +2,8 @@ package external
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 
@@ -91,13 +93,52 @@ func (p *Plugin) Check([]net.IP) error {
 // Collect runs the plugin's GC, which reads the valid attachments from
 // stdin itself and does not say how many it released.
 func (p *Plugin) Collect(func(ipam.Owner) bool) (int, error) {
-	if err := invoke.DelegateGC(context.TODO(), p.Type, p.Stdin, nil); err != nil {
+	stdin, err := gcStdin(p.Stdin)
+	if err != nil {
+		return 0, fmt.Errorf("ipam plugin %s GC: %w", p.Type, err)
+	}
+	if err := invoke.DelegateGC(context.TODO(), p.Type, stdin, nil); err != nil {
 		return 0, fmt.Errorf("ipam plugin %s GC: %w", p.Type, err)
 	}
 	return 0, nil
 }
 
-// Status runs the plugin's STATUS.
+// gcStdin returns stdin with cni.dev/valid-attachments holding every
+// attachment vethroute keeps (netconf.NetConf.Attachments), when the runtime
+// also or only sent the draft key cni.dev/attachments: an IPAM plugin reads
+// only the final key, and would otherwise release the addresses of every
+// attachment listed under the draft one while they are in use.
+func gcStdin(stdin []byte) ([]byte, error) {
+	var conf netconf.NetConf
+	if err := json.Unmarshal(stdin, &conf); err != nil {
+		return nil, fmt.Errorf("decode configuration: %w", err)
+	}
+	if conf.LegacyAttachments == nil {
+		return stdin, nil
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &raw); err != nil {
+		return nil, fmt.Errorf("decode configuration: %w", err)
+	}
+	valid, err := json.Marshal(conf.Attachments())
+	if err != nil {
+		return nil, err
+	}
+	raw["cni.dev/valid-attachments"] = valid
+	return json.Marshal(raw)
+}
+
+// Status runs the plugin's STATUS and passes its CNI error through. A
+// plugin that cannot be found in CNI_PATH, or fails without a CNI error
+// (RawExec reports code 0), cannot service ADD either: code 50.
 func (p *Plugin) Status() error {
-	return cniipam.ExecStatus(p.Type, p.Stdin)
+	err := cniipam.ExecStatus(p.Type, p.Stdin)
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) && te.Code != 0 {
+		return fmt.Errorf("ipam plugin %s STATUS: %w", p.Type, err)
+	}
+	return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("ipam plugin %s STATUS: %v", p.Type, err), "")
 }
