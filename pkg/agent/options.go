@@ -36,6 +36,7 @@ type Options struct {
 	RouteProtocol    int
 	ResyncPeriod     time.Duration
 	Masquerade       bool
+	NoMasqCIDRs      string
 	ClusterCIDRs     string
 	EnableForwarding bool
 	HealthAddr       string
@@ -60,7 +61,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ReaperSocket, "reaper-socket", "", "Unix socket on which the agent deletes host veths for the plugin's DEL, so DEL need not wait for the kernel to release them; written to the conflist. Must be the same path on the host; empty disables")
 	fs.IntVar(&o.RouteProtocol, "route-protocol", netconf.AgentRouteProtocol, "route protocol number that tags (and marks as the agent's) the routes to other nodes")
 	fs.DurationVar(&o.ResyncPeriod, "resync-period", 30*time.Second, "how often routes are re-applied against drift without an API change")
-	fs.BoolVar(&o.Masquerade, "masquerade", false, "masquerade pod traffic leaving the cluster's pod CIDRs (nftables table inet vethroute-agent)")
+	fs.BoolVar(&o.Masquerade, "masquerade", true, "masquerade pod traffic leaving the cluster's pod CIDRs to the node's address (nftables table inet vethroute-agent; needs the nft binary)")
+	fs.StringVar(&o.NoMasqCIDRs, "no-masquerade-cidrs", "", "comma-separated destinations, besides the cluster's pod CIDRs, that pod traffic reaches with the pod's own address (networks that route the pod CIDRs back)")
 	fs.StringVar(&o.ClusterCIDRs, "cluster-cidrs", "", "comma-separated pod CIDRs of the cluster (kube-controller-manager's --cluster-cidr), required: a Node's pod CIDR outside them gets no route, and masquerading treats them as inside the cluster")
 	fs.BoolVar(&o.EnableForwarding, "enable-forwarding", true, "turn on IP forwarding for the families of this node's pod CIDRs")
 	fs.StringVar(&o.HealthAddr, "health-addr", "127.0.0.1:9387", "listen address of /healthz and /readyz (and /metrics unless --metrics-addr is set); empty disables")
@@ -117,6 +119,9 @@ func (o *Options) Validate(getenv func(string) string) error {
 		errs = append(errs, err)
 	} else if len(cidrs) == 0 {
 		errs = append(errs, errors.New("--cluster-cidrs is required: the cluster's pod CIDRs (kube-controller-manager's --cluster-cidr), e.g. 10.244.0.0/16,fd00:10:244::/56; Node pod CIDRs outside them get no route"))
+	}
+	if _, err := o.noMasqueradeCIDRs(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := o.chain(); err != nil {
 		errs = append(errs, err)
@@ -187,6 +192,29 @@ func (o *Options) clusterCIDRs() ([]netip.Prefix, error) {
 			return nil, fmt.Errorf("--cluster-cidrs: %s would let any Node route every address; give the cluster's pod CIDRs", p)
 		case p.Addr().Is4In6():
 			return nil, fmt.Errorf("--cluster-cidrs: %s is IPv4-mapped IPv6; write the IPv4 prefix", p)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// noMasqueradeCIDRs returns --no-masquerade-cidrs. A default route there
+// would turn masquerading off for everything, which --masquerade=false says
+// plainly.
+func (o *Options) noMasqueradeCIDRs() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(o.NoMasqCIDRs, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("--no-masquerade-cidrs: %w", err)
+		case p.Bits() == 0:
+			return nil, fmt.Errorf("--no-masquerade-cidrs: %s exempts every destination; use --masquerade=false", p)
+		case p.Addr().Is4In6():
+			return nil, fmt.Errorf("--no-masquerade-cidrs: %s is IPv4-mapped IPv6; write the IPv4 prefix", p)
 		}
 		out = append(out, p.Masked())
 	}

@@ -175,19 +175,20 @@ func startHTTP(o Options, metrics *monitor.Metrics, ready func() bool, live []fu
 	return shutdown, nil
 }
 
-// setupMasquerade returns the masquerader when --masquerade is on. When it
-// is off, a table left by an earlier run with it on is removed, best
+// setupMasquerade returns the masquerader when --masquerade is on (the
+// default). When it is off, a table left by an earlier run with it on is removed, best
 // effort: without the nft binary there is nothing to remove either.
 func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (nodesync.MasqSyncer, error) {
 	nft, err := knftables.New(knftables.InetFamily, masquerade.Table)
 	if err != nil {
 		if o.Masquerade {
-			return nil, fmt.Errorf("--masquerade needs nftables: %w", err)
+			return nil, fmt.Errorf("masquerading needs nftables (the nft binary); install it or run with --masquerade=false: %w", err)
 		}
 		log.Debug("nftables unavailable; no masquerade table to clean up", "err", err)
 		return nil, nil
 	}
-	m := masquerade.New(nft)
+	exempt, _ := o.noMasqueradeCIDRs()
+	m := masquerade.New(nft, exempt)
 	if !o.Masquerade {
 		if err := m.Delete(ctx); err != nil {
 			log.Warn("remove stale masquerade table", "err", err)

@@ -66,8 +66,10 @@ func TestAgentTwoRouters(t *testing.T) {
 	// ends an OS thread (testutils.NewNS), and kubeapi's processes carry
 	// Pdeathsig, which the kernel sends when the thread that forked them
 	// ends, not the test process.
-	r1 := &router{name: "router01", node: testutil.NewNode(t), confDir: t.TempDir()}
-	r2 := &router{name: "router02", node: testutil.NewNode(t), confDir: t.TempDir()}
+	// The conflist chains portmap (--chain's default) after vethroute.
+	portmap := testutil.ReferencePlugins(t, "portmap")
+	r1 := &router{name: "router01", node: testutil.NewNode(t, portmap), confDir: t.TempDir()}
+	r2 := &router{name: "router02", node: testutil.NewNode(t, portmap), confDir: t.TempDir()}
 	outside := testutil.NewNS(t)
 	ns01, ns02 := testutil.NewNS(t), testutil.NewNS(t)
 
@@ -95,6 +97,9 @@ func TestAgentTwoRouters(t *testing.T) {
 	testutil.MustRunIn(t, r1.node.NS, "ip", "addr", "add", "172.31.0.1/24", "dev", "gw01-ext")
 	testutil.MustRunIn(t, r1.node.NS, "ip", "link", "set", "gw01-ext", "up")
 	testutil.MustRunIn(t, outside, "ip", "addr", "add", "172.31.0.2/24", "dev", "ext0")
+	// A second address of the outside host, in router01's
+	// --no-masquerade-cidrs: pods reach it with their own address.
+	testutil.MustRunIn(t, outside, "ip", "addr", "add", "172.31.0.130/24", "dev", "ext0")
 	testutil.MustRunIn(t, outside, "ip", "link", "set", "ext0", "up")
 
 	// The API server listens on the machine's loopback; each node
@@ -122,7 +127,9 @@ func TestAgentTwoRouters(t *testing.T) {
 			"--cluster-cidrs=10.0.0.0/12,192.168.0.0/16",
 		}
 		if r == r1 {
-			args = append(args, "--masquerade")
+			args = append(args, "--no-masquerade-cidrs=172.31.0.128/25")
+		} else {
+			args = append(args, "--masquerade=false")
 		}
 		r.agent = testutil.StartDaemon(t, r.node.NS, agentBin, args...)
 	}
@@ -154,8 +161,16 @@ func TestAgentTwoRouters(t *testing.T) {
 		t.Fatalf("ns01 cannot reach the outside host through router01's masquerade: %v\n%s\n%s", err, out,
 			testutil.MustRunIn(t, r1.node.NS, "nft", "list", "ruleset"))
 	}
+	// The exempt destination sees the pod's address, which it has no
+	// route back to: no answer.
+	if out, err := testutil.Ping(t, ns01, "172.31.0.130", 1); err == nil {
+		t.Fatalf("ns01 got an answer from 172.31.0.130, which is in --no-masquerade-cidrs and has no route to the pod:\n%s", out)
+	}
+	if out, err := testutil.RunIn(t, r2.node.NS, 10*time.Second, "nft", "list", "table", "inet", "vethroute-agent"); err == nil {
+		t.Errorf("router02 runs with --masquerade=false but has the masquerade table:\n%s", out)
+	}
 	nft := testutil.MustRunIn(t, r1.node.NS, "nft", "list", "table", "inet", "vethroute-agent")
-	for _, want := range []string{"10.0.0.0/12", "192.168.0.0/16", "masquerade"} {
+	for _, want := range []string{"10.0.0.0/12", "192.168.0.0/16", "172.31.0.128/25", "masquerade"} {
 		if !strings.Contains(nft, want) {
 			t.Errorf("router01's masquerade table lacks %s:\n%s", want, nft)
 		}
@@ -367,7 +382,7 @@ func checkConfList(t *testing.T, data []byte, r *router, subnet, gateway string)
 	if err := json.Unmarshal(data, &c); err != nil {
 		t.Fatalf("%s's conflist: %v\n%s", r.name, err, data)
 	}
-	if len(c.Plugins) != 1 || c.Plugins[0].Type != "vethroute" || c.Plugins[0].IPAM.Type != "vethroute" ||
+	if len(c.Plugins) != 2 || c.Plugins[1].Type != "portmap" || c.Plugins[0].Type != "vethroute" || c.Plugins[0].IPAM.Type != "vethroute" ||
 		len(c.Plugins[0].IPAM.Ranges) != 1 || c.Plugins[0].IPAM.Ranges[0][0].Subnet != subnet ||
 		c.Plugins[0].IPAM.Ranges[0][0].Gateway != gateway || c.Plugins[0].IPAM.DataDir != r.node.DataDir {
 		t.Errorf("%s's conflist does not carry %s gateway %s:\n%s", r.name, subnet, gateway, data)

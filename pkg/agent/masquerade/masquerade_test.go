@@ -38,7 +38,7 @@ func TestCollapse(t *testing.T) {
 func TestMasqueraderSync(t *testing.T) {
 	ctx := context.Background()
 	fake := knftables.NewFake(knftables.InetFamily, Table)
-	m := New(fake)
+	m := New(fake, prefixes("172.18.0.0/16", "172.18.5.0/24", "fd00:18::/64"))
 
 	if err := m.Sync(ctx, prefixes("10.244.1.0/24", "10.244.0.0/16", "fd00:10:244:1::/64", "192.168.0.0/24")); err != nil {
 		t.Fatal(err)
@@ -46,8 +46,10 @@ func TestMasqueraderSync(t *testing.T) {
 	dump := fake.Dump()
 	for _, want := range []string{
 		"add chain inet vethroute-agent postrouting { type nat hook postrouting priority 100 ; }",
-		"add rule inet vethroute-agent postrouting ip saddr @pod-cidrs-v4 ip daddr != @pod-cidrs-v4 masquerade",
-		"add rule inet vethroute-agent postrouting ip6 saddr @pod-cidrs-v6 ip6 daddr != @pod-cidrs-v6 masquerade",
+		"add rule inet vethroute-agent postrouting ip saddr @pod-cidrs-v4 ip daddr != @pod-cidrs-v4 ip daddr != @no-masquerade-v4 masquerade",
+		"add rule inet vethroute-agent postrouting ip6 saddr @pod-cidrs-v6 ip6 daddr != @pod-cidrs-v6 ip6 daddr != @no-masquerade-v6 masquerade",
+		"add element inet vethroute-agent no-masquerade-v4 { 172.18.0.0/16 }",
+		"add element inet vethroute-agent no-masquerade-v6 { fd00:18::/64 }",
 		"add element inet vethroute-agent pod-cidrs-v4 { 10.244.0.0/16 }",
 		"add element inet vethroute-agent pod-cidrs-v4 { 192.168.0.0/24 }",
 		"add element inet vethroute-agent pod-cidrs-v6 { fd00:10:244:1::/64 }",
