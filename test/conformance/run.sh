@@ -42,10 +42,17 @@ kbin="$(bash "$repo/test/k8s/build.sh" ginkgo | tail -n1)"
 
 # Every node gets every test image: the scheduler puts test pods anywhere.
 # pause is not loaded: the node image already holds it as the sandbox image.
+# The import is kind's own (`kind load image-archive` runs the same ctr
+# command), without its `docker exec --privileged`, which an engine that
+# withholds a capability refuses (see test/kind/shim/docker).
+mapfile -t nodes < <("$kind" get nodes --name "$name")
+((${#nodes[@]} > 0)) || die "kind cluster $name has no nodes"
 for a in $E2E_IMAGE_ARCHIVES; do
 	[[ "$a" == *registry.k8s.io_pause_* ]] && continue
-	log "loading ${a##*/}"
-	"$kind" load image-archive --name "$name" "$a" >&2
+	for n in "${nodes[@]}"; do
+		log "loading ${a##*/} into $n"
+		docker exec -i "$n" ctr --namespace=k8s.io images import --all-platforms --digests - <"$a" >/dev/null
+	done
 done
 
 focus="${E2E_FOCUS:-\[sig-network\].*(\[Conformance\]|\[Feature:IPv6DualStack\]|Networking Granular Checks)}"
