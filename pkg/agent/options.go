@@ -178,43 +178,33 @@ func normalizeHostPort(addr string) (string, error) {
 }
 
 func (o *Options) clusterCIDRs() ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range strings.Split(o.ClusterCIDRs, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return nil, fmt.Errorf("--cluster-cidrs: %w", err)
-		}
-		switch {
-		case p.Bits() == 0:
-			return nil, fmt.Errorf("--cluster-cidrs: %s would let any Node route every address; give the cluster's pod CIDRs", p)
-		case p.Addr().Is4In6():
-			return nil, fmt.Errorf("--cluster-cidrs: %s is IPv4-mapped IPv6; write the IPv4 prefix", p)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
+	return prefixList("--cluster-cidrs", o.ClusterCIDRs, "would let any Node route every address; give the cluster's pod CIDRs")
 }
 
 // noMasqueradeCIDRs returns --no-masquerade-cidrs. A default route there
 // would turn masquerading off for everything, which --masquerade=false says
 // plainly.
 func (o *Options) noMasqueradeCIDRs() ([]netip.Prefix, error) {
+	return prefixList("--no-masquerade-cidrs", o.NoMasqCIDRs, "exempts every destination; use --masquerade=false")
+}
+
+// prefixList parses a comma-separated prefix flag, masked. A /0 is refused
+// with why (its meaning differs per flag), and IPv4-mapped IPv6, which no
+// packet of either family would match as written.
+func prefixList(flag, value, whyNotDefault string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range strings.Split(o.NoMasqCIDRs, ",") {
+	for _, s := range strings.Split(value, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
 		p, err := netip.ParsePrefix(s)
 		switch {
 		case err != nil:
-			return nil, fmt.Errorf("--no-masquerade-cidrs: %w", err)
+			return nil, fmt.Errorf("%s: %w", flag, err)
 		case p.Bits() == 0:
-			return nil, fmt.Errorf("--no-masquerade-cidrs: %s exempts every destination; use --masquerade=false", p)
+			return nil, fmt.Errorf("%s: %s %s", flag, p, whyNotDefault)
 		case p.Addr().Is4In6():
-			return nil, fmt.Errorf("--no-masquerade-cidrs: %s is IPv4-mapped IPv6; write the IPv4 prefix", p)
+			return nil, fmt.Errorf("%s: %s is IPv4-mapped IPv6; write the IPv4 prefix", flag, p)
 		}
 		out = append(out, p.Masked())
 	}
