@@ -54,7 +54,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CNIConfName, "cni-conf-name", "10-vethroute.conflist", "file name of the CNI configuration")
 	fs.StringVar(&o.CNIVersion, "cni-version", cniconf.AutoCNIVersion, `cniVersion of the written conflist; "auto" picks the newest the node's container runtime reads (1.1.0 on containerd 2+, else 1.0.0)`)
 	fs.StringVar(&o.Network, "network-name", "vethroute", "network name of the written conflist")
-	fs.IntVar(&o.MTU, "mtu", 0, fmt.Sprintf("pod interface MTU written to the conflist; 0 leaves the plugin's default (%d)", netconf.DefaultMTU))
+	fs.IntVar(&o.MTU, "mtu", 0, fmt.Sprintf("pod interface MTU written to the conflist; 0 takes the MTU of the interface carrying the node's InternalIP (the smaller of two on a dual-stack node), re-read on every resync, or the plugin's default (%d) when none does", netconf.DefaultMTU))
 	fs.StringVar(&o.Chain, "chain", "portmap", "comma-separated plugin types chained after vethroute in the conflist, in order (portmap serves hostPort, bandwidth the bandwidth annotations); their binaries must be in the node's CNI bin directory; empty chains none")
 	fs.StringVar(&o.IPAMDataDir, "ipam-data-dir", netconf.DefaultDataDir, "reservation directory of the plugin's built-in IPAM")
 	fs.StringVar(&o.PluginLogFile, "plugin-log-file", "", "log file the plugin writes to (conflist logFile); empty logs to the runtime")

@@ -22,6 +22,7 @@ import (
 	"github.com/vethroute/vethroute/pkg/agent/reaperhost"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
+	"github.com/vethroute/vethroute/pkg/uplink"
 )
 
 // Run runs the agent until ctx ends (SIGTERM), then shuts down gracefully:
@@ -48,6 +49,18 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	}
 	defer table.Close()
 
+	cfg := controllerConfig(o)
+	if o.MTU == 0 {
+		// The agent runs in the node's network namespace (hostNetwork),
+		// so its own namespace holds the node's uplinks.
+		uplinks, err := uplink.Open()
+		if err != nil {
+			return err
+		}
+		defer uplinks.Close()
+		cfg.FindUplinks = uplinks.Find
+	}
+
 	masq, err := setupMasquerade(ctx, o, log)
 	if err != nil {
 		return err
@@ -60,7 +73,6 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	// No informer resync: the controller's own resync re-applies the
 	// desired state from the cache, which costs the API nothing.
 	factory := informers.NewSharedInformerFactory(client, 0)
-	cfg := controllerConfig(o)
 	ctrl, err := nodesync.NewController(cfg, factory.Core().V1().Nodes(), table, masq, recorder, metrics, log)
 	if err != nil {
 		return err
@@ -82,7 +94,7 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	}
 	defer stopHTTP()
 
-	log.Info("starting", "version", version, "conf", cfg.ConfPath, "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "resync", o.ResyncPeriod)
+	log.Info("starting", "version", version, "conf", cfg.ConfPath, "mtu", mtuSetting(o.MTU), "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "resync", o.ResyncPeriod)
 	factory.Start(ctx.Done())
 	runErr := ctrl.Run(ctx)
 
@@ -93,6 +105,14 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// mtuSetting describes --mtu for the start-up log.
+func mtuSetting(mtu int) any {
+	if mtu == 0 {
+		return "detect"
+	}
+	return mtu
 }
 
 // component is the name the agent gives itself to the API server: the

@@ -1,6 +1,7 @@
 package nodesync
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,9 @@ import (
 
 	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/agent/monitor"
+	"github.com/vethroute/vethroute/pkg/netconf"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
+	"github.com/vethroute/vethroute/pkg/uplink"
 )
 
 // syncKey is the only work item: every change leads to a full, level-
@@ -67,6 +70,10 @@ type Config struct {
 	// EnableForwarding, when set, turns on IP forwarding for the families
 	// of this node's pod CIDRs (routing.EnableForwarding).
 	EnableForwarding func(v4, v6 bool) error
+	// FindUplinks, when set and ConfBase.MTU is 0, finds the interfaces
+	// carrying this node's InternalIPs, whose MTU the conflist gets; nil
+	// leaves the plugin's default.
+	FindUplinks FindUplinks
 }
 
 // Controller keeps one node's CNI configuration, routes and masquerade
@@ -90,7 +97,12 @@ type Controller struct {
 	// message), so an Event is sent when a problem appears or changes,
 	// not on every resync. Only the worker goroutine touches it.
 	reported map[problemKey]string
-	ready    atomic.Bool
+	// uplink is the interface whose MTU the conflist got last, nil when
+	// none; mtuProblem the problem of that choice already logged. Only the
+	// worker goroutine touches them.
+	uplink     *uplink.Uplink
+	mtuProblem string
+	ready      atomic.Bool
 }
 
 type problemKey struct{ node, reason string }
@@ -303,12 +315,15 @@ func (c *Controller) syncConf(nodes []*corev1.Node) error {
 	if err != nil {
 		return err
 	}
+	var v4, v6 bool
+	for _, r := range data.Ranges {
+		v6 = v6 || r.Subnet.Addr().Is6()
+		v4 = v4 || r.Subnet.Addr().Is4()
+	}
+	if data.MTU, err = c.podMTU(self, v6); err != nil {
+		return err
+	}
 	if c.cfg.EnableForwarding != nil {
-		var v4, v6 bool
-		for _, r := range data.Ranges {
-			v6 = v6 || r.Subnet.Addr().Is6()
-			v4 = v4 || r.Subnet.Addr().Is4()
-		}
 		if err := c.cfg.EnableForwarding(v4, v6); err != nil {
 			return err
 		}
@@ -323,7 +338,7 @@ func (c *Controller) syncConf(nodes []*corev1.Node) error {
 	}
 	if wrote {
 		c.metrics.ConfWrites.Inc()
-		c.log.Info("wrote CNI configuration", "path", c.cfg.ConfPath, "podCIDRs", cniconf.PodCIDRs(self), "dir", filepath.Dir(c.cfg.ConfPath))
+		c.log.Info("wrote CNI configuration", "path", c.cfg.ConfPath, "podCIDRs", cniconf.PodCIDRs(self), "mtu", cmp.Or(data.MTU, netconf.DefaultMTU), "dir", filepath.Dir(c.cfg.ConfPath))
 	}
 	return nil
 }

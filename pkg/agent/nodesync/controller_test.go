@@ -117,11 +117,45 @@ type harness struct {
 	ctrl    *Controller
 	metrics *monitor.Metrics
 	conf    string
+	logs    *logBuffer
+}
+
+// logBuffer holds the controller's log, which its worker writes while the
+// test reads.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// lines returns the log lines that contain s.
+func (l *logBuffer) lines(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // startController runs a controller for node router01 against a fake
 // clientset holding nodes, until the test ends.
 func startController(t *testing.T, table *fakeTable, nodes ...*corev1.Node) *harness {
+	t.Helper()
+	return startControllerWith(t, table, nil, nodes...)
+}
+
+// startControllerWith is startController with the Config changed by
+// configure first, when it is set.
+func startControllerWith(t *testing.T, table *fakeTable, configure func(*Config), nodes ...*corev1.Node) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var objs []runtime.Object
@@ -134,7 +168,7 @@ func startController(t *testing.T, table *fakeTable, nodes ...*corev1.Node) *har
 	recorder, stopEvents := NewEventRecorder(ctx, client, eventSource, "router01")
 	masq := &fakeMasq{}
 	conf := filepath.Join(t.TempDir(), "net.d", "10-vethroute.conflist")
-	ctrl, err := NewController(Config{
+	cfg := Config{
 		NodeName:     "router01",
 		ConfPath:     conf,
 		ConfBase:     cniconf.ConfData{CNIVersion: "1.1.0", Network: "vethroute", DataDir: "/var/lib/cni/vethroute"},
@@ -142,7 +176,12 @@ func startController(t *testing.T, table *fakeTable, nodes ...*corev1.Node) *har
 		RetryBase:    time.Millisecond,
 		RetryMax:     10 * time.Millisecond,
 		ClusterCIDRs: prefixes(t, "10.0.0.0/12", "192.168.0.0/16"),
-	}, factory.Core().V1().Nodes(), table, masq, recorder, metrics, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	logs := &logBuffer{}
+	ctrl, err := NewController(cfg, factory.Core().V1().Nodes(), table, masq, recorder, metrics, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +199,7 @@ func startController(t *testing.T, table *fakeTable, nodes ...*corev1.Node) *har
 		factory.Shutdown()
 		stopEvents()
 	})
-	return &harness{client: client, table: table, masq: masq, ctrl: ctrl, metrics: metrics, conf: conf}
+	return &harness{client: client, table: table, masq: masq, ctrl: ctrl, metrics: metrics, conf: conf, logs: logs}
 }
 
 func (h *harness) waitRoutes(t *testing.T, want ...string) {
