@@ -3,6 +3,7 @@ package kindcluster
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -80,6 +81,10 @@ type Options struct {
 	Network string
 	Workers int
 	Family  Family
+	// MTU, when set, is the MTU of the cluster's Docker network, which
+	// Create then makes itself rather than leaving it to kind (which copies
+	// the default bridge's, 1500 here).
+	MTU int
 	// Kind is the kind CLI; NodeImage, ProbeArchive come from
 	// test/kind/build.sh, PluginImage from deploy/build-image.sh.
 	Kind, NodeImage, ProbeArchive, PluginImage string
@@ -148,6 +153,27 @@ func New(o Options) (*Cluster, error) {
 	}, nil
 }
 
+// createNetwork makes the cluster's Docker network as kind would (IPv4
+// masqueraded by Docker, an IPv6 ULA /64 derived from the name), with MTU;
+// kind uses a network that exists.
+func (c *Cluster) createNetwork() error {
+	if c.MTU < 1280 || c.MTU > 65535 {
+		return fmt.Errorf("kind cluster %s: network MTU %d: want 1280..65535", c.Name, c.MTU)
+	}
+	args := []string{"network", "create", "-d", "bridge",
+		"-o", "com.docker.network.bridge.enable_ip_masquerade=true",
+		"-o", fmt.Sprintf("com.docker.network.driver.mtu=%d", c.MTU)}
+	if c.Family != IPv4 {
+		h := sha256.Sum256([]byte(c.Network))
+		args = append(args, "--ipv6", "--subnet", fmt.Sprintf("fc00:%x:%x:%x::/64", h[0:2], h[2:4], h[4:6]))
+	}
+	args = append(args, c.Network)
+	if out, err := c.Run(nil, time.Minute, "docker", args...); err != nil {
+		return fmt.Errorf("docker network create %s: %w\n%s", c.Network, err, out)
+	}
+	return nil
+}
+
 // ControlPlane is the control-plane node's container.
 func (c *Cluster) ControlPlane() string { return c.Name + "-control-plane" }
 
@@ -205,6 +231,11 @@ func (c *Cluster) Create() error {
 	args := []string{"create", "cluster", "--name", c.Name, "--image", c.NodeImage, "--config", cfgPath, "--retain", "-v", "1"}
 	if c.Kubeconfig != "" {
 		args = append(args, "--kubeconfig", c.Kubeconfig)
+	}
+	if c.MTU != 0 {
+		if err := c.createNetwork(); err != nil {
+			return err
+		}
 	}
 	c.Logf("creating kind cluster %s: 1 control plane, %d workers, %s, on Docker network %s", c.Name, c.Workers, c.Family, c.Network)
 	start := time.Now()

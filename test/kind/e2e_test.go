@@ -166,6 +166,35 @@ func TestKindCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("MTU of the uplink", func(t *testing.T) {
+		conf := c.docker(30*time.Second, "exec", w1.name, "cat", "/etc/cni/net.d/10-vethroute.conflist")
+		if !strings.Contains(conf, fmt.Sprintf(`"mtu": %d`, clusterMTU)) {
+			t.Errorf("%s's conflist does not carry the uplink's MTU %d:\n%s", w1.name, clusterMTU, conf)
+		}
+		for _, p := range []pod{a, b} {
+			out, err := c.Kubectl(nil, time.Minute, "exec", p.name, "--", "/bin/busybox", "cat", "/sys/class/net/eth0/mtu")
+			if err != nil || strings.TrimSpace(out) != strconv.Itoa(clusterMTU) {
+				t.Errorf("pod %s on %s: eth0 MTU %q (%v), want %d", p.name, p.node, strings.TrimSpace(out), err, clusterMTU)
+			}
+		}
+		// 10 MiB over TCP from a pod on one worker to a pod on the other,
+		// each family: full-size segments cross both nodes' veths and the
+		// Docker network.
+		for _, f := range families {
+			url := "http://" + net.JoinHostPort(b.ips[f.name].String(), "8080") + "/10MiB"
+			out, err := c.Kubectl(nil, 2*time.Minute, "exec", a.name, "--", "/probe", "count", url)
+			if err != nil || strings.TrimSpace(out) != strconv.Itoa(10<<20) {
+				t.Errorf("%s: %s on %s fetching %s from %s on %s: %q, %v; want %d bytes", f.name, a.name, a.node, url, b.name, b.node, strings.TrimSpace(out), err, 10<<20)
+			} else {
+				t.Logf("%s: 10 MiB from %s to %s across nodes at MTU %d", f.name, b.name, a.name, clusterMTU)
+			}
+		}
+	})
+
+	t.Run("egress masqueraded to the node's address", func(t *testing.T) {
+		c.checkEgress(t, a, w1.name, probeImage)
+	})
+
 	t.Run("pod deleted and recreated", func(t *testing.T) {
 		before := c.vethCount(w1.name)
 		c.kubectl(2*time.Minute, "delete", "pod", a.name, "--wait=true", "--timeout=100s")
@@ -240,6 +269,9 @@ type family struct {
 	podSubnet string
 }
 
+// clusterMTU is the MTU of the cluster's Docker network.
+const clusterMTU = 1400
+
 var families = []family{{"IPv4", kindcluster.PodSubnet4}, {"IPv6", kindcluster.PodSubnet6}}
 
 func familyOf(ip net.IP) string {
@@ -255,6 +287,9 @@ func familyOf(ip net.IP) string {
 func newCluster(t *testing.T, kindBin, nodeImage, probeArchive, pluginImage string) *cluster {
 	kc, err := kindcluster.New(kindcluster.Options{
 		Name: clusterName, Workers: 2, Family: kindcluster.Dual,
+		// Below the 1500 the pods would get without detection, so the
+		// test sees the agent take the uplink's MTU.
+		MTU:  clusterMTU,
 		Kind: kindBin, NodeImage: nodeImage, ProbeArchive: probeArchive, PluginImage: pluginImage,
 		RepoRoot: testutil.RepoRoot(t),
 		// Not the machine's ~/.kube/config: the test drives kubectl inside
@@ -361,7 +396,9 @@ spec:
     - name: probe
       image: %s
       imagePullPolicy: Never
-      command: [/bin/busybox, sleep, "3600"]
+      # Every probe pod also serves its caller's address and 10 MiB on
+      # port 8080 (probe source-addr), for the egress and MTU checks.
+      command: [/bin/busybox, sh, -c, "/probe source-addr :8080 & exec /bin/busybox sleep 3600"]
 `, name, nodeName, image)
 	c.kubectlIn([]byte(manifest), time.Minute, "apply", "-f", "-")
 	c.kubectl(3*time.Minute, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=170s")
@@ -376,6 +413,63 @@ spec:
 		c.t.Fatalf("pod %s on %s: pod IPs %q, want one per family", name, nodeName, out)
 	}
 	return p
+}
+
+// checkEgress starts a plain container on the cluster's Docker network, not
+// a node, that answers HTTP with the caller's address, and has a pod on
+// nodeName ask it over each family: the answer must be the node's address
+// on that network, as the agent's default masquerading rewrites it. The
+// container's default routes are removed before it serves, so a reply to
+// a pod address has no route and can never reach this machine's routing.
+func (c *cluster) checkEgress(t *testing.T, from pod, nodeName, image string) {
+	t.Helper()
+	name := c.Name + "-egress"
+	c.docker(time.Minute, "rm", "-f", name)
+	t.Cleanup(func() { c.Run(nil, time.Minute, "docker", "rm", "-f", name) })
+	if out, err := c.Run(nil, 3*time.Minute, "docker", "load", "-i", c.ProbeArchive); err != nil {
+		t.Fatalf("docker load %s: %v\n%s", c.ProbeArchive, err, out)
+	}
+	c.docker(time.Minute, "run", "-d", "--name", name, "--network", c.Network, "--cap-add", "NET_ADMIN",
+		"--entrypoint", "/bin/busybox", image, "sh", "-c",
+		"ip -4 route del default; ip -6 route del default; ip -4 route | grep -q default && exit 1; ip -6 route | grep -q default && exit 1; exec /probe source-addr :8080")
+	inspect := func(format string) string {
+		return strings.TrimSpace(c.docker(30*time.Second, "inspect", "-f", format, name))
+	}
+	// The node's addresses on the same network are what masquerading
+	// must show.
+	nodeIP := map[string]string{
+		"IPv4": strings.TrimSpace(c.docker(30*time.Second, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+c.Network+"\").IPAddress}}", nodeName)),
+		"IPv6": strings.TrimSpace(c.docker(30*time.Second, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+c.Network+"\").GlobalIPv6Address}}", nodeName)),
+	}
+	dst := map[string]string{
+		"IPv4": inspect("{{(index .NetworkSettings.Networks \"" + c.Network + "\").IPAddress}}"),
+		"IPv6": inspect("{{(index .NetworkSettings.Networks \"" + c.Network + "\").GlobalIPv6Address}}"),
+	}
+	if routes := c.docker(30*time.Second, "exec", name, "/bin/busybox", "ip", "route"); strings.Contains(routes, "default") {
+		t.Fatalf("the egress container still has a default route:\n%s", routes)
+	}
+	for _, f := range families {
+		if dst[f.name] == "" || nodeIP[f.name] == "" {
+			t.Fatalf("%s: egress container address %q, node %s address %q on network %s", f.name, dst[f.name], nodeName, nodeIP[f.name], c.Network)
+		}
+		url := "http://" + net.JoinHostPort(dst[f.name], "8080") + "/"
+		var out string
+		var err error
+		for i := 0; i < 10; i++ {
+			if out, err = c.Kubectl(nil, time.Minute, "exec", from.name, "--", "/probe", "get", url); err == nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if err != nil {
+			t.Fatalf("%s: pod %s on %s cannot reach %s outside the cluster: %v\n%s", f.name, from.name, nodeName, url, err, out)
+		}
+		if got := strings.TrimSpace(out); got != nodeIP[f.name] {
+			t.Errorf("%s: %s saw the request from %s, want the node's address %s (pod %s)", f.name, url, got, nodeIP[f.name], from.ips[f.name])
+		} else {
+			t.Logf("%s: pod %s (%s) reached %s as %s", f.name, from.name, from.ips[f.name], url, got)
+		}
+	}
 }
 
 // ping pings dst from inside a pod and returns the output; ping's own

@@ -3,6 +3,13 @@
 // the service VIP the kubelet puts in the pod's environment, verifying the
 // server against the service account's CA, and prints the gitVersion. The
 // busybox next to it in the probe image does ping and sleep.
+//
+// `probe source-addr ADDR` serves HTTP on ADDR and answers every request
+// with the address the request came from: the egress test's outside host,
+// which shows whether a pod's traffic left its node masqueraded; its path
+// /10MiB answers 10 MiB instead, for transfers across nodes. `probe get URL`
+// prints the body of URL and `probe count URL` its length (busybox's wget,
+// static glibc, crashes in its resolver).
 package main
 
 import (
@@ -10,6 +17,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +27,44 @@ import (
 const caFile = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "source-addr" {
+		srv := &http.Server{
+			Addr:              os.Args[2],
+			ReadHeaderTimeout: 5 * time.Second,
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/10MiB" {
+					_, _ = w.Write(make([]byte, 10<<20))
+					return
+				}
+				host, _, _ := net.SplitHostPort(r.RemoteAddr)
+				fmt.Fprintln(w, host)
+			}),
+		}
+		fmt.Fprintln(os.Stderr, "probe:", srv.ListenAndServe())
+		os.Exit(1)
+	}
+	if len(os.Args) == 3 && (os.Args[1] == "get" || os.Args[1] == "count") {
+		client := &http.Client{Timeout: 30 * time.Second}
+		resp, err := client.Get(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "probe:", err)
+			os.Exit(1)
+		}
+		defer resp.Body.Close()
+		out := io.Writer(os.Stdout)
+		if os.Args[1] == "count" {
+			out = io.Discard
+		}
+		n, err := io.Copy(out, resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			fmt.Fprintln(os.Stderr, "probe:", resp.Status, n, err)
+			os.Exit(1)
+		}
+		if os.Args[1] == "count" {
+			fmt.Println(n)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
 		os.Exit(1)
