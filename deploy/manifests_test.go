@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"flag"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -196,5 +198,57 @@ spec:
 				t.Fatalf("Decode() = %v, want an error about %q in document 1", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestUninstallDaemonSet checks deploy/uninstall/daemonset.yaml strictly
+// and that every path its command names is a mounted host directory.
+func TestUninstallDaemonSet(t *testing.T) {
+	data, err := os.ReadFile("uninstall/daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := Decode("uninstall/daemonset.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 {
+		t.Fatalf("%d objects, want one DaemonSet", len(ms))
+	}
+	ds, ok := ms[0].Object.(*appsv1.DaemonSet)
+	if !ok {
+		t.Fatalf("object is a %s, want a DaemonSet", ms[0].GVK.Kind)
+	}
+	spec := ds.Spec.Template.Spec
+	if !spec.HostNetwork || len(spec.Containers) != 1 {
+		t.Fatal("uninstall must run one container in the node's network namespace")
+	}
+	c := spec.Containers[0]
+	if len(c.Command) < 2 || c.Command[1] != "uninstall" {
+		t.Fatalf("command %v does not run uninstall", c.Command)
+	}
+	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
+	confDir := fs.String("cni-conf-dir", "", "")
+	binDir := fs.String("cni-bin-dir", "", "")
+	socket := fs.String("reaper-socket", "", "")
+	wait := fs.Bool("wait", false, "")
+	if err := fs.Parse(c.Command[2:]); err != nil {
+		t.Fatal(err)
+	}
+	mounted := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		mounted[m.MountPath] = true
+	}
+	for _, dir := range []string{*confDir, *binDir, filepath.Dir(*socket)} {
+		if !mounted[dir] {
+			t.Errorf("%s is not a mounted volume", dir)
+		}
+	}
+	if !*wait {
+		t.Error("without --wait the kubelet restarts a finished uninstall forever")
+	}
+	caps := c.SecurityContext.Capabilities
+	if caps == nil || !slices.Equal(caps.Add, []corev1.Capability{"NET_ADMIN"}) || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("capabilities %+v, want NET_ADMIN alone", caps)
 	}
 }

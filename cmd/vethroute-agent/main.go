@@ -8,6 +8,9 @@
 // conflist chains), into the node's CNI binary directory and exits; the DaemonSet's
 // init container runs it, so the image needs no shell.
 //
+// `vethroute-agent uninstall` removes from the node what vethroute put
+// there (package uninstall); docs/kubernetes.md has the procedure.
+//
 // `vethroute-agent reaper --socket=PATH` runs only the reaper (package
 // reaper) in the current network namespace, for nodes without Kubernetes;
 // the plugin's reaperSocket names the same path.
@@ -19,12 +22,15 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/vethroute/vethroute/internal/buildinfo"
 	"github.com/vethroute/vethroute/pkg/agent"
 	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/agent/reaperhost"
+	"github.com/vethroute/vethroute/pkg/agent/uninstall"
+	"github.com/vethroute/vethroute/pkg/netconf"
 )
 
 func main() {
@@ -33,6 +39,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "reaper" {
 		os.Exit(runReaper(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "uninstall" {
+		os.Exit(runUninstall(os.Args[2:]))
 	}
 	var o agent.Options
 	fs := flag.NewFlagSet("vethroute-agent", flag.ExitOnError)
@@ -86,6 +95,49 @@ func runReaper(args []string) int {
 	if err := reaperhost.Run(ctx, *socket, log); err != nil {
 		log.Error("exiting", "err", err)
 		return 1
+	}
+	return 0
+}
+
+func runUninstall(args []string) int {
+	fs := flag.NewFlagSet("vethroute-agent uninstall", flag.ExitOnError)
+	confDir := fs.String("cni-conf-dir", "/etc/cni/net.d", "directory the agent wrote its conflist to")
+	confName := fs.String("cni-conf-name", "10-vethroute.conflist", "file name of the conflist")
+	binDir := fs.String("cni-bin-dir", "/opt/cni/bin", "the node's CNI binary directory install-cni wrote to")
+	from := fs.String("from", "/opt/vethroute/bin", "the image's plugin directory: its other files are removed from --cni-bin-dir only where identical")
+	dataDir := fs.String("ipam-data-dir", netconf.DefaultDataDir, "the built-in IPAM's store")
+	purge := fs.Bool("purge-data", false, "also remove --ipam-data-dir")
+	socket := fs.String("reaper-socket", "/run/vethroute/reaper.sock", "the agent's reaper socket; empty for none")
+	proto := fs.Int("route-protocol", netconf.AgentRouteProtocol, "the agent's route protocol (the plugin's, 86, is always removed)")
+	force := fs.Bool("force", false, "remove everything although pods still use vethroute veths (cuts them off)")
+	wait := fs.Bool("wait", false, "after a successful uninstall, wait for SIGTERM instead of exiting (the uninstall DaemonSet's pods stay Running rather than being restarted)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	_ = fs.Parse(args)
+	log, err := agent.NewLogger(os.Stderr, "text", *level)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vethroute-agent uninstall:", err)
+		return 2
+	}
+	done, err := uninstall.Run(context.Background(), uninstall.Options{
+		ConfPath: filepath.Join(*confDir, *confName),
+		BinDir:   *binDir, PluginDir: *from,
+		DataDir: *dataDir, PurgeData: *purge,
+		ReaperSocket:   *socket,
+		RouteProtocols: []int{netconf.PluginRouteProtocol, *proto},
+		Force:          *force,
+	}, log)
+	for _, d := range done {
+		fmt.Println("removed", d)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vethroute-agent uninstall:", err)
+		return 1
+	}
+	fmt.Printf("vethroute-agent uninstall: done, %d removed\n", len(done))
+	if *wait {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		<-ctx.Done()
 	}
 	return 0
 }
