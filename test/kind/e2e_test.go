@@ -195,6 +195,41 @@ func TestKindCluster(t *testing.T) {
 		c.checkEgress(t, a, w1.name, probeImage)
 	})
 
+	t.Run("hostPort from another node and from outside", func(t *testing.T) {
+		hp := c.runPodPorts("probe-hostport", w1.name, probeImage, "\n      ports: [{containerPort: 8080, hostPort: 18080}]")
+		name, _ := c.outside(t, probeImage)
+		nodeIP := c.networkAddrs(w1.name)
+		for _, f := range families {
+			url := "http://" + net.JoinHostPort(nodeIP[f.name], "18080") + "/"
+			for _, from := range []struct {
+				who string
+				cmd []string
+			}{
+				{"pod " + b.name + " on " + b.node, []string{"kubectl", "exec", b.name, "--", "/probe", "get", url}},
+				{"the outside container", []string{"docker", "exec", name, "/probe", "get", url}},
+			} {
+				var out string
+				var err error
+				for i := 0; i < 10; i++ {
+					if from.cmd[0] == "kubectl" {
+						out, err = c.Kubectl(nil, time.Minute, from.cmd[1:]...)
+					} else {
+						out, err = c.Run(nil, time.Minute, "docker", from.cmd[1:]...)
+					}
+					if err == nil {
+						break
+					}
+					time.Sleep(time.Second)
+				}
+				if err != nil || net.ParseIP(strings.TrimSpace(out)) == nil {
+					t.Errorf("%s: %s cannot reach pod %s through hostPort %s: %v\n%s", f.name, from.who, hp.name, url, err, out)
+				} else {
+					t.Logf("%s: %s reached %s through %s (seen from %s)", f.name, from.who, hp.name, url, strings.TrimSpace(out))
+				}
+			}
+		}
+	})
+
 	t.Run("pod deleted and recreated", func(t *testing.T) {
 		before := c.vethCount(w1.name)
 		c.kubectl(2*time.Minute, "delete", "pod", a.name, "--wait=true", "--timeout=100s")
@@ -383,6 +418,12 @@ type pod struct {
 // plane's taint) and waits until it is Ready with an address.
 func (c *cluster) runPod(name, nodeName, image string) pod {
 	c.t.Helper()
+	return c.runPodPorts(name, nodeName, image, "")
+}
+
+// runPodPorts is runPod with extra YAML for the container (its ports).
+func (c *cluster) runPodPorts(name, nodeName, image, ports string) pod {
+	c.t.Helper()
 	manifest := fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
@@ -398,8 +439,8 @@ spec:
       imagePullPolicy: Never
       # Every probe pod also serves its caller's address and 10 MiB on
       # port 8080 (probe source-addr), for the egress and MTU checks.
-      command: [/bin/busybox, sh, -c, "/probe source-addr :8080 & exec /bin/busybox sleep 3600"]
-`, name, nodeName, image)
+      command: [/bin/busybox, sh, -c, "/probe source-addr :8080 & exec /bin/busybox sleep 3600"]%s
+`, name, nodeName, image, ports)
 	c.kubectlIn([]byte(manifest), time.Minute, "apply", "-f", "-")
 	c.kubectl(3*time.Minute, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=170s")
 	out := c.kubectl(30*time.Second, "get", "pod", name, "-o", "jsonpath={.status.podIPs[*].ip}")
@@ -415,15 +456,14 @@ spec:
 	return p
 }
 
-// checkEgress starts a plain container on the cluster's Docker network, not
-// a node, that answers HTTP with the caller's address, and has a pod on
-// nodeName ask it over each family: the answer must be the node's address
-// on that network, as the agent's default masquerading rewrites it. The
-// container's default routes are removed before it serves, so a reply to
-// a pod address has no route and can never reach this machine's routing.
-func (c *cluster) checkEgress(t *testing.T, from pod, nodeName, image string) {
+// outside starts a plain container on the cluster's Docker network, not a
+// node, that answers HTTP on port 8080 with the caller's address (probe
+// source-addr), and returns its name and its address per family. Its
+// default routes are removed before it serves, so a reply to a pod address
+// has no route and can never reach this machine's routing.
+func (c *cluster) outside(t *testing.T, image string) (string, map[string]string) {
 	t.Helper()
-	name := c.Name + "-egress"
+	name := c.Name + "-outside"
 	c.docker(time.Minute, "rm", "-f", name)
 	t.Cleanup(func() { c.Run(nil, time.Minute, "docker", "rm", "-f", name) })
 	if out, err := c.Run(nil, 3*time.Minute, "docker", "load", "-i", c.ProbeArchive); err != nil {
@@ -432,22 +472,31 @@ func (c *cluster) checkEgress(t *testing.T, from pod, nodeName, image string) {
 	c.docker(time.Minute, "run", "-d", "--name", name, "--network", c.Network, "--cap-add", "NET_ADMIN",
 		"--entrypoint", "/bin/busybox", image, "sh", "-c",
 		"ip -4 route del default; ip -6 route del default; ip -4 route | grep -q default && exit 1; ip -6 route | grep -q default && exit 1; exec /probe source-addr :8080")
-	inspect := func(format string) string {
-		return strings.TrimSpace(c.docker(30*time.Second, "inspect", "-f", format, name))
+	if routes := c.docker(30*time.Second, "exec", name, "/bin/busybox", "ip", "route"); strings.Contains(routes, "default") {
+		t.Fatalf("the outside container still has a default route:\n%s", routes)
 	}
+	return name, c.networkAddrs(name)
+}
+
+// networkAddrs returns a container's addresses on the cluster's Docker
+// network, per family.
+func (c *cluster) networkAddrs(container string) map[string]string {
+	c.t.Helper()
+	inspect := func(field string) string {
+		return strings.TrimSpace(c.docker(30*time.Second, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+c.Network+"\")."+field+"}}", container))
+	}
+	return map[string]string{"IPv4": inspect("IPAddress"), "IPv6": inspect("GlobalIPv6Address")}
+}
+
+// checkEgress has a pod on nodeName ask the outside container over each
+// family: the answer must be the node's address on that network, as the
+// agent's default masquerading rewrites it.
+func (c *cluster) checkEgress(t *testing.T, from pod, nodeName, image string) {
+	t.Helper()
+	_, dst := c.outside(t, image)
 	// The node's addresses on the same network are what masquerading
 	// must show.
-	nodeIP := map[string]string{
-		"IPv4": strings.TrimSpace(c.docker(30*time.Second, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+c.Network+"\").IPAddress}}", nodeName)),
-		"IPv6": strings.TrimSpace(c.docker(30*time.Second, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+c.Network+"\").GlobalIPv6Address}}", nodeName)),
-	}
-	dst := map[string]string{
-		"IPv4": inspect("{{(index .NetworkSettings.Networks \"" + c.Network + "\").IPAddress}}"),
-		"IPv6": inspect("{{(index .NetworkSettings.Networks \"" + c.Network + "\").GlobalIPv6Address}}"),
-	}
-	if routes := c.docker(30*time.Second, "exec", name, "/bin/busybox", "ip", "route"); strings.Contains(routes, "default") {
-		t.Fatalf("the egress container still has a default route:\n%s", routes)
-	}
+	nodeIP := c.networkAddrs(nodeName)
 	for _, f := range families {
 		if dst[f.name] == "" || nodeIP[f.name] == "" {
 			t.Fatalf("%s: egress container address %q, node %s address %q on network %s", f.name, dst[f.name], nodeName, nodeIP[f.name], c.Network)
