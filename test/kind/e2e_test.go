@@ -230,6 +230,56 @@ func TestKindCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("upgrade keeps pods connected", func(t *testing.T) {
+		// A new image tag makes the DaemonSet roll every agent, one node
+		// at a time, while a pod polls a pod on the other worker every
+		// 100 ms over new TCP connections.
+		newImage := c.PluginImage + "-upgrade"
+		c.docker(time.Minute, "tag", c.PluginImage, newImage)
+		t.Cleanup(func() { c.Run(nil, time.Minute, "docker", "image", "rm", newImage) })
+		if out, err := c.Run(nil, 3*time.Minute, c.Kind, "load", "docker-image", newImage, "--name", c.Name); err != nil {
+			t.Fatalf("kind load %s: %v\n%s", newImage, err, out)
+		}
+		before := map[string]string{}
+		for _, n := range []node{cp, w1, w2} {
+			before[n.name] = c.nodeState(n.name)
+		}
+		if st := before[w1.name]; !strings.Contains(st, "/ips/") || !strings.Contains(st, " via ") || !strings.Contains(st, "vrt") {
+			t.Fatalf("%s's state lacks reservations, agent routes or veths, so nothing would be compared:\n%s", w1.name, st)
+		}
+		t.Logf("%s before the upgrade:\n%s", w1.name, before[w1.name])
+		url := "http://" + net.JoinHostPort(b.ips["IPv4"].String(), "8080") + "/"
+		type result struct {
+			out string
+			err error
+		}
+		polled := make(chan result, 1)
+		go func() {
+			out, err := c.Kubectl(nil, 3*time.Minute, "exec", a.name, "--", "/probe", "poll", url, "100ms", "900")
+			polled <- result{out, err}
+		}()
+		time.Sleep(5 * time.Second)
+		c.kubectl(time.Minute, "-n", "kube-system", "set", "image", "daemonset/vethroute-agent", "install-cni-plugin="+newImage, "agent="+newImage)
+		c.kubectl(4*time.Minute, "-n", "kube-system", "rollout", "status", "daemonset/vethroute-agent", "--timeout=230s")
+		r := <-polled
+		if r.err != nil {
+			t.Fatalf("poll from %s to %s: %v\n%s", a.name, url, r.err, r.out)
+		}
+		var probes, failed int
+		if _, err := fmt.Sscanf(lastLine(r.out), "%d probes, %d failed", &probes, &failed); err != nil || probes != 900 {
+			t.Fatalf("poll output %q: %v", r.out, err)
+		}
+		t.Logf("%d probes at 100 ms across the rolling update, %d failed", probes, failed)
+		if failed > 1 {
+			t.Errorf("%d of %d probes from %s to %s failed during the upgrade, want at most 1:\n%s", failed, probes, a.name, b.name, r.out)
+		}
+		for _, n := range []node{cp, w1, w2} {
+			if after := c.nodeState(n.name); after != before[n.name] {
+				t.Errorf("%s changed across the upgrade:\nbefore:\n%s\nafter:\n%s", n.name, before[n.name], after)
+			}
+		}
+	})
+
 	t.Run("pod deleted and recreated", func(t *testing.T) {
 		before := c.vethCount(w1.name)
 		c.kubectl(2*time.Minute, "delete", "pod", a.name, "--wait=true", "--timeout=100s")
@@ -519,6 +569,21 @@ func (c *cluster) checkEgress(t *testing.T, from pod, nodeName, image string) {
 			t.Logf("%s: pod %s (%s) reached %s as %s", f.name, from.name, from.ips[f.name], url, got)
 		}
 	}
+}
+
+// nodeState lists what a pod's connectivity rests on, on one node: the
+// agent's routes, vethroute's host veths and the IPAM reservations (each a
+// symlink naming its owner or addresses, pkg/ipam's store).
+func (c *cluster) nodeState(nodeName string) string {
+	c.t.Helper()
+	return c.docker(30*time.Second, "exec", nodeName, "sh", "-c",
+		"ip -4 route show proto 87; ip -6 route show proto 87; ip -o link show group "+vethGroup+" | cut -d: -f2 | cut -d@ -f1; "+
+			"find /var/lib/cni/vethroute -path '*/ips/*' -o -path '*/owners/*' | sort | while read -r f; do echo \"$f -> $(readlink \"$f\")\"; done")
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // ping pings dst from inside a pod and returns the output; ping's own

@@ -9,7 +9,9 @@
 // which shows whether a pod's traffic left its node masqueraded; its path
 // /10MiB answers 10 MiB instead, for transfers across nodes. `probe get URL`
 // prints the body of URL and `probe count URL` its length (busybox's wget,
-// static glibc, crashes in its resolver).
+// static glibc, crashes in its resolver). `probe poll URL INTERVAL N` GETs
+// URL N times, one every INTERVAL, each on a new connection with a 1 s
+// timeout, and prints how many failed: the upgrade test's probe.
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -65,6 +68,9 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 5 && os.Args[1] == "poll" {
+		os.Exit(poll(os.Args[2], os.Args[3], os.Args[4]))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "probe:", err)
 		os.Exit(1)
@@ -105,4 +111,31 @@ func run() error {
 	}
 	fmt.Println(v.GitVersion)
 	return nil
+}
+
+func poll(url, interval, count string) int {
+	every, err := time.ParseDuration(interval)
+	n, cerr := strconv.Atoi(count)
+	if err != nil || cerr != nil || n < 1 || every <= 0 {
+		fmt.Fprintln(os.Stderr, "probe: poll URL INTERVAL N: bad interval or count")
+		return 2
+	}
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	failed := 0
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for i := 0; i < n; i++ {
+		resp, err := client.Get(url)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if err != nil {
+			failed++
+			fmt.Fprintf(os.Stderr, "probe %d at %s: %v\n", i, time.Now().Format(time.RFC3339Nano), err)
+		}
+		<-tick.C
+	}
+	fmt.Printf("%d probes, %d failed\n", n, failed)
+	return 0
 }
