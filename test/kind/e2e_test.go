@@ -280,6 +280,41 @@ func TestKindCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("egress with --masquerade=false keeps the pod's address", func(t *testing.T) {
+		c.kubectl(time.Minute, "-n", "kube-system", "patch", "daemonset/vethroute-agent", "--type=json",
+			"-p", `[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--masquerade=false"}]`)
+		c.kubectl(4*time.Minute, "-n", "kube-system", "rollout", "status", "daemonset/vethroute-agent", "--timeout=230s")
+		if out, err := c.Run(nil, 30*time.Second, "docker", "exec", w1.name, "nft", "list", "table", "inet", "vethroute-agent"); err == nil {
+			t.Fatalf("%s keeps the masquerade table with --masquerade=false:\n%s", w1.name, out)
+		}
+		name, dst := c.outside(t, probeImage)
+		// Without masquerading the outside host must route the pod CIDRs
+		// back through their nodes, as a network that sees pod addresses
+		// would.
+		for _, n := range []node{cp, w1, w2} {
+			gw := c.networkAddrs(n.name)
+			for _, f := range families {
+				c.docker(30*time.Second, "exec", name, "/bin/busybox", "ip", "route", "add", n.podCIDRs[f.name].String(), "via", gw[f.name])
+			}
+		}
+		for _, f := range families {
+			url := "http://" + net.JoinHostPort(dst[f.name], "8080") + "/"
+			var out string
+			var err error
+			for i := 0; i < 10; i++ {
+				if out, err = c.Kubectl(nil, time.Minute, "exec", a.name, "--", "/probe", "get", url); err == nil {
+					break
+				}
+				time.Sleep(time.Second)
+			}
+			if got := strings.TrimSpace(out); err != nil || got != a.ips[f.name].String() {
+				t.Errorf("%s: %s saw pod %s's request from %q (%v), want the pod's own address %s", f.name, url, a.name, got, err, a.ips[f.name])
+			} else {
+				t.Logf("%s: with --masquerade=false, %s saw pod %s as %s", f.name, url, a.name, got)
+			}
+		}
+	})
+
 	t.Run("pod deleted and recreated", func(t *testing.T) {
 		before := c.vethCount(w1.name)
 		c.kubectl(2*time.Minute, "delete", "pod", a.name, "--wait=true", "--timeout=100s")
