@@ -377,6 +377,48 @@ func TestKindCluster(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("uninstall on a drained node", func(t *testing.T) {
+		// The documented procedure: the agent DaemonSet goes, the node is
+		// drained of vethroute pods, deploy/uninstall runs.
+		c.kubectl(time.Minute, "-n", "kube-system", "delete", "daemonset/vethroute-agent", "--wait=true", "--timeout=50s")
+		c.kubectl(2*time.Minute, "-n", "kube-system", "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=vethroute-agent", "--timeout=110s")
+		c.kubectl(3*time.Minute, "drain", w1.name, "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=170s")
+		if n := c.waitVeths(w1.name, 0); n != 0 {
+			t.Fatalf("%s still has %d vethroute veths after the drain", w1.name, n)
+		}
+		list := "ls /etc/cni/net.d /opt/cni/bin; ip -4 route show proto 86; ip -6 route show proto 86; ip -4 route show proto 87; ip -6 route show proto 87; nft list tables"
+		before := c.docker(30*time.Second, "exec", w1.name, "sh", "-c", list)
+		for _, want := range []string{"10-vethroute.conflist", "vethroute", "portmap", " via "} {
+			if !strings.Contains(before, want) {
+				t.Fatalf("%s lacks %q before the uninstall, so nothing would be checked:\n%s", w1.name, want, before)
+			}
+		}
+		raw, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "deploy", "uninstall", "daemonset.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.kubectlIn([]byte(strings.ReplaceAll(string(raw), "image: vethroute:dev", "image: "+c.PluginImage)), time.Minute, "apply", "-f", "-")
+		var logs string
+		for i := 0; i < 90 && !strings.Contains(logs, "uninstall: done"); i++ {
+			time.Sleep(2 * time.Second)
+			podName, _ := c.Kubectl(nil, 30*time.Second, "-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=vethroute-uninstall",
+				"--field-selector", "spec.nodeName="+w1.name, "-o", "jsonpath={.items[0].metadata.name}")
+			if podName = strings.TrimSpace(podName); podName != "" {
+				logs, _ = c.Kubectl(nil, 30*time.Second, "-n", "kube-system", "logs", podName)
+			}
+		}
+		if !strings.Contains(logs, "uninstall: done") {
+			t.Fatalf("the uninstall pod on %s did not finish:\n%s", w1.name, logs)
+		}
+		after := c.docker(30*time.Second, "exec", w1.name, "sh", "-c", list)
+		t.Logf("%s before the uninstall:\n%s\nafter:\n%s\nuninstall log:\n%s", w1.name, before, after, logs)
+		for _, gone := range []string{"10-vethroute.conflist", "vethroute\n", "portmap", " via ", "vethroute-agent"} {
+			if strings.Contains(after, gone) {
+				t.Errorf("%q is still on %s after the uninstall", strings.TrimSpace(gone), w1.name)
+			}
+		}
+	})
 }
 
 // kubernetesVIP is the kubernetes service's address in the dual-stack
