@@ -510,3 +510,105 @@ func TestLockTimeoutIsBusy(t *testing.T) {
 		t.Fatalf("after the refused calls the store holds %v (%v), want nothing", rs, err)
 	}
 }
+
+// TestCursorHint covers the cursor file: rewritten in place (a shorter
+// address leaves no tail of a longer one), a symlink cursor of an older
+// store read and then replaced by a file without being followed, and
+// anything unusable there taken as no hint rather than an error.
+func TestCursorHint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// plant prepares cursor.0 in the network's directory.
+		plant func(t *testing.T, dir string)
+		// first is the address the first Allocate must hand out.
+		first string
+	}{
+		{"no cursor", func(*testing.T, string) {}, "10.9.0.2"},
+		{"symlink cursor of an older store", func(t *testing.T, dir string) {
+			if err := os.Symlink("10.9.0.7", filepath.Join(dir, "cursor.0")); err != nil {
+				t.Fatal(err)
+			}
+		}, "10.9.0.8"},
+		{"symlink cursor pointing outside", func(t *testing.T, dir string) {
+			if err := os.Symlink("../../outside", filepath.Join(dir, "cursor.0")); err != nil {
+				t.Fatal(err)
+			}
+		}, "10.9.0.2"},
+		{"garbage in the file", func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, "cursor.0"), []byte("\x00\x00garbage"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "10.9.0.2"},
+		{"a directory in its place", func(t *testing.T, dir string) {
+			if err := os.Mkdir(filepath.Join(dir, "cursor.0"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, "10.9.0.2"},
+		{"a fifo in its place", func(t *testing.T, dir string) {
+			if err := unix.Mkfifo(filepath.Join(dir, "cursor.0"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "10.9.0.2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			openPool(t, dir, rangeSet(t, "10.9.0.0/24")).Close()
+			tc.plant(t, filepath.Join(dir, "testnet"))
+			p := openPool(t, dir, rangeSet(t, "10.9.0.0/24"))
+			l, err := p.Allocate(owner(1), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := l[0].Address.IP.String(); got != tc.first {
+				t.Fatalf("first address %s, want %s", got, tc.first)
+			}
+			if _, err := p.Release(owner(1)); err != nil {
+				t.Fatal(err)
+			}
+			// The next search starts after the address just handed out.
+			l, err = p.Allocate(owner(2), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := net.ParseIP(tc.first).To4()
+			want[3]++
+			fi, statErr := os.Lstat(filepath.Join(dir, "testnet", "cursor.0"))
+			if statErr == nil && fi.IsDir() || statErr == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+				// An unusable cursor stays unusable; allocation still works.
+				return
+			}
+			if got := l[0].Address.IP; !got.Equal(want) {
+				t.Fatalf("second address %s, want %s (cursor not written)", got, want)
+			}
+			if statErr != nil || !fi.Mode().IsRegular() {
+				t.Fatalf("cursor.0 after an ADD: %v, %v; want a regular file", fi, statErr)
+			}
+			if _, err := os.Lstat(filepath.Join(filepath.Dir(dir), "outside")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the cursor was followed out of the store: %v", err)
+			}
+		})
+	}
+}
+
+// TestCursorShrinks checks that a shorter address written over a longer one
+// reads back exactly.
+func TestCursorShrinks(t *testing.T) {
+	dir := t.TempDir()
+	p := openPool(t, dir, rangeSet(t, "10.9.0.0/24"))
+	for _, v := range []string{"fd00:9::1234:5678:9abc", "10.9.0.200", "10.9.0.3"} {
+		if err := p.st.writeHint("cursor.0", v); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := p.st.readHint("cursor.0")
+		if !ok || got != v {
+			t.Fatalf("cursor reads %q (ok %v) after writing %q", got, ok, v)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "testnet", "cursor.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != hintWidth {
+		t.Fatalf("cursor file is %d bytes, want %d", len(b), hintWidth)
+	}
+}
