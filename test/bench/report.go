@@ -115,20 +115,29 @@ func fmtRatio(x float64) string {
 
 func (r *report) targets() []target {
 	var ts []target
-	v, p, f := r.cycle(nameVeth), r.cycle(namePtp), r.cycle(nameFloor)
-	if len(v.cycle) > 0 {
-		rp := ratio(v.cycle.median(), p.cycle.median())
-		ts = append(ts, target{"ADD+DEL cycle median ≤ 0.5 × ptp+host-local's (vethroute with the node agent's reaper, as deployed on Kubernetes)",
-			fmt.Sprintf("%s vs %s: **%s×**", ms(v.cycle.median()), ms(p.cycle.median()), fmtRatio(rp)), rp <= 0.5})
-		if so := r.cycle(nameVethSolo); len(so.cycle) > 0 {
-			rs := ratio(so.cycle.median(), p.cycle.median())
-			ts = append(ts, target{"the same without the agent (containerd alone: DEL waits for the kernel)",
-				fmt.Sprintf("%s vs %s: **%s×**", ms(so.cycle.median()), ms(p.cycle.median()), fmtRatio(rs)), rs <= 0.5})
-		}
-		rf := ratio(v.cycle.median(), f.cycle.median())
-		ts = append(ts, target{"ADD+DEL cycle median ≤ 1.5 × the floor's (in-process netlink, section 6)",
-			fmt.Sprintf("%s vs %s: **%s×** (the exec'd floor: %s, **%s×**)", ms(v.cycle.median()), ms(f.cycle.median()), fmtRatio(rf),
-				ms(r.cycle(nameFloorExec).cycle.median()), fmtRatio(ratio(v.cycle.median(), r.cycle(nameFloorExec).cycle.median()))), rf <= 1.5})
+	v, so, p, fe := r.cycle(nameVeth), r.cycle(nameVethSolo), r.cycle(namePtp), r.cycle(nameFloorExec)
+	vsp := func(a, b durations) string {
+		return fmt.Sprintf("%s vs %s: **%s×**", ms(a.median()), ms(b.median()), fmtRatio(ratio(a.median(), b.median())))
+	}
+	// Alone (containerd without the agent) DEL waits for the kernel to
+	// release the device, as ptp's and the exec'd floor's do; with the
+	// agent's reaper it does not (package reaper), which is how vethroute
+	// runs on Kubernetes.
+	if len(so.cycle) > 0 && len(p.cycle) > 0 {
+		ts = append(ts, target{"ADD+DEL cycle median, vethroute alone (no agent: DEL deletes in-process) ≤ 0.55 × ptp+host-local's",
+			vsp(so.cycle, p.cycle), ratio(so.cycle.median(), p.cycle.median()) <= 0.55})
+	}
+	if len(v.cycle) > 0 && len(p.cycle) > 0 {
+		ts = append(ts, target{"ADD+DEL cycle median, vethroute with the node agent's reaper (as deployed on Kubernetes) ≤ 0.3 × ptp+host-local's",
+			vsp(v.cycle, p.cycle), ratio(v.cycle.median(), p.cycle.median()) <= 0.3})
+	}
+	if len(so.cycle) > 0 && len(fe.cycle) > 0 {
+		ts = append(ts, target{"ADD+DEL cycle median, vethroute alone ≤ 1.1 × the exec'd floor's (section 6: two execs of a minimal static Go binary plus the netlink work; both DELs wait for the kernel)",
+			vsp(so.cycle, fe.cycle), ratio(so.cycle.median(), fe.cycle.median()) <= 1.1})
+	}
+	if len(so.add) > 0 && len(p.add) > 0 {
+		ts = append(ts, target{"ADD median, vethroute alone ≤ 0.45 × ptp+host-local's",
+			vsp(so.add, p.add), ratio(so.add.median(), p.add.median()) <= 0.45})
 	}
 	if d := r.density; d != nil {
 		lv := d.levels[nameVeth]
@@ -155,7 +164,7 @@ func (r *report) targets() []target {
 		ts = append(ts, target{fmt.Sprintf("%d-pod storm at concurrency %d: zero errors", r.opts.stormPods, maxConc),
 			fmt.Sprintf("%d errors, %d veths left", sv.addErrs+sv.delErrs, sv.leaked), errs == 0})
 		rs := ratio(sv.addWall+sv.delWall, sp.addWall+sp.delWall)
-		ts = append(ts, target{fmt.Sprintf("%d-pod storm at concurrency %d: wall ≤ 0.5 × ptp's", r.opts.stormPods, maxConc),
+		ts = append(ts, target{fmt.Sprintf("%d-pod storm at concurrency %d: wall ≤ 0.5 × ptp's (vethroute with the agent's reaper)", r.opts.stormPods, maxConc),
 			fmt.Sprintf("%s vs %s: **%s×**", (sv.addWall + sv.delWall).Round(time.Millisecond), (sp.addWall + sp.delWall).Round(time.Millisecond), fmtRatio(rs)), rs <= 0.5})
 	}
 	if dp := r.dataplane; dp != nil && len(dp.topos) == 2 {
