@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,10 +35,12 @@ const (
 	// (containerdPatch); only the node itself reaches it.
 	metricsAddr = "127.0.0.1:1338"
 	// cniSetup and cniTeardown are the operations of containerd's CRI
-	// histogram of network plugin calls (the whole conflist, per pod).
+	// histogram of network plugin calls (the whole conflist, per pod),
+	// matched by value: the label's name (operation_type in containerd
+	// 1.6) is not the same in every release.
 	cniMetric   = "network_plugin_operations_duration_seconds"
-	cniSetup    = `network_plugin_operation="set_up_pod"`
-	cniTeardown = `network_plugin_operation="tear_down_pod"`
+	cniSetup    = `="set_up_pod"`
+	cniTeardown = `="tear_down_pod"`
 	// podStart is the kubelet's histogram from first seeing a pod to its
 	// start; runSandbox its RunPodSandbox calls (network included).
 	podStart   = "kubelet_pod_start_duration_seconds"
@@ -112,12 +115,17 @@ func run(o options) (err error) {
 		return fmt.Errorf("kind cluster %s already exists; remove it (make kind-down KIND_CLUSTER_NAME=%s) or pick another -name", o.name, o.name)
 	}
 	// The cluster goes on every way out: return, signal, timeout.
+	// Once: a signal and the failure it causes in the main path both
+	// clean up, and two deletions at once trip over each other.
 	var cleaned = make(chan struct{})
+	var once sync.Once
 	cleanup := func() {
-		logf("removing kind cluster %s", o.name)
-		if derr := c.Delete(); derr != nil {
-			logf("removing the cluster: %v", derr)
-		}
+		once.Do(func() {
+			logf("removing kind cluster %s", o.name)
+			if derr := c.Delete(); derr != nil {
+				logf("removing the cluster: %v", derr)
+			}
+		})
 	}
 	defer func() {
 		close(cleaned)
