@@ -110,7 +110,7 @@ kind-down:
 
 DENSITY_CLUSTER_NAME ?= vr-density
 DENSITY_PODS         ?= 110
-DENSITY_ROUNDS       ?= 1
+DENSITY_ROUNDS       ?= 2
 ## bench-density: 110 pods at once on one kind worker, vethroute against ptp + host-local under the same containerd; rewrites its section of docs/benchmarks.md (root, Docker; DENSITY_CLUSTER_NAME, DENSITY_PODS, DENSITY_ROUNDS)
 # An image name of its own: other kind runs on the machine rebuild vethroute:kind.
 bench-density: KIND_IMAGE := vethroute:density

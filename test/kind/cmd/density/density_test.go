@@ -15,10 +15,10 @@ containerd_cri_network_plugin_operations_duration_seconds_seconds_sum{operation_
 containerd_cri_network_plugin_operations_duration_seconds_seconds_count{operation_type="tear_down_pod"} 10
 kubelet_pod_start_duration_seconds_sum 12
 kubelet_pod_start_duration_seconds_count 4
-kubelet_run_podsandbox_duration_seconds_sum{runtime_handler=""} 1
-kubelet_run_podsandbox_duration_seconds_count{runtime_handler=""} 2
-kubelet_run_podsandbox_duration_seconds_sum{runtime_handler="runc"} 3
-kubelet_run_podsandbox_duration_seconds_count{runtime_handler="runc"} 2
+kubelet_runtime_operations_duration_seconds_sum{operation_type="run_podsandbox"} 1
+kubelet_runtime_operations_duration_seconds_count{operation_type="run_podsandbox"} 2
+kubelet_runtime_operations_duration_seconds_sum{operation_type="list_podsandbox"} 3
+kubelet_runtime_operations_duration_seconds_count{operation_type="list_podsandbox"} 2
 `
 
 func TestScrapeHistogram(t *testing.T) {
@@ -35,7 +35,8 @@ func TestScrapeHistogram(t *testing.T) {
 		{"set up", name, []string{cniSetup}, histogram{1.5, 30}, true},
 		{"tear down, with a timestamp", name, []string{cniTeardown}, histogram{0.25, 10}, true},
 		{"no labels", podStart, nil, histogram{12, 4}, true},
-		{"series added up", runSandbox, nil, histogram{4, 4}, true},
+		{"series added up", runtimeOps, nil, histogram{4, 4}, true},
+		{"one operation", runtimeOps, []string{runSandbox}, histogram{1, 2}, true},
 		{"absent", "containerd_nothing", nil, histogram{}, false},
 		{"label absent", name, []string{`="get_pod_network_status"`}, histogram{}, false},
 	} {
@@ -120,8 +121,10 @@ func TestTarget(t *testing.T) {
 		veth, ptp     roundResult
 		met, measured bool
 	}{
-		{"half the share", round(0.01, 1), round(0.02, 1), true, true},
+		{"half the time", round(0.01, 1), round(0.02, 1), true, true},
 		{"more than half", round(0.011, 1), round(0.02, 1), false, true},
+		// A smaller fraction of a longer pod start is still more time.
+		{"more time, smaller fraction", round(0.011, 3), round(0.02, 1), false, true},
 		{"no containerd timings", roundResult{start: histogram{110, 110}}, round(0.02, 1), false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

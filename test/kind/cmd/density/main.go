@@ -7,7 +7,7 @@
 // <!-- bench-density:begin --> and <!-- bench-density:end -->, and removes
 // the cluster at the end, also on failure or a signal.
 //
-//	density -kind BIN -node-image IMG -probe-archive TAR -image IMG [-name vr-density] [-pods 110] [-rounds 1] [-out docs/benchmarks.md]
+//	density -kind BIN -node-image IMG -probe-archive TAR -image IMG [-name vr-density] [-pods 110] [-rounds 2] [-out docs/benchmarks.md]
 //
 // make bench-density builds the images and runs it (root, Docker).
 package main
@@ -42,9 +42,11 @@ const (
 	cniSetup    = `="set_up_pod"`
 	cniTeardown = `="tear_down_pod"`
 	// podStart is the kubelet's histogram from first seeing a pod to its
-	// start; runSandbox its RunPodSandbox calls (network included).
+	// start; runtimeOps its calls into the runtime, of which RunPodSandbox
+	// (network included) is one operation.
 	podStart   = "kubelet_pod_start_duration_seconds"
-	runSandbox = "kubelet_run_podsandbox_duration_seconds"
+	runtimeOps = "kubelet_runtime_operations_duration_seconds"
+	runSandbox = `operation_type="run_podsandbox"`
 
 	deployName = "density"
 	refConf    = "10-ptp.conflist"
@@ -71,7 +73,7 @@ func main() {
 	fs.StringVar(&o.image, "image", "", "vethroute image in the local Docker (deploy/build-image.sh)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "markdown file whose bench-density section is (re)written")
 	fs.IntVar(&o.pods, "pods", 110, "pods of the Deployment, all on the one worker")
-	fs.IntVar(&o.rounds, "rounds", 1, "rounds per plugin, alternating vethroute and ptp+host-local")
+	fs.IntVar(&o.rounds, "rounds", 2, "rounds per plugin, alternating vethroute and ptp+host-local")
 	fs.DurationVar(&o.timeout, "timeout", 50*time.Minute, "remove the cluster and fail after this long")
 	_ = fs.Parse(os.Args[1:])
 	if err := run(o); err != nil {
@@ -280,7 +282,7 @@ func (b *bench) snapshot() (snapshot, error) {
 	if s.start, _, err = scrapeHistogram(kubelet, podStart); err != nil {
 		return s, err
 	}
-	if s.sandbox, _, err = scrapeHistogram(kubelet, runSandbox); err != nil {
+	if s.sandbox, _, err = scrapeHistogram(kubelet, runtimeOps, runSandbox); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -361,9 +363,16 @@ func (b *bench) round(plugin string) (r roundResult, err error) {
 		return r, err
 	}
 	r.gone = time.Since(t1)
-	down, err := b.snapshot()
-	if err != nil {
-		return r, err
+	// The kubelet tears a sandbox down (CNI DEL) after the pod object is
+	// gone, so the teardowns are waited for, boundedly, before the count.
+	var down snapshot
+	for wait := time.Now().Add(3 * time.Minute); ; time.Sleep(2 * time.Second) {
+		if down, err = b.snapshot(); err != nil {
+			return r, err
+		}
+		if !down.cniFound || down.cniDel.count-up.cniDel.count >= float64(b.o.pods) || time.Now().After(wait) {
+			break
+		}
 	}
 	r.cniAdd, r.cniFound = up.cniAdd.sub(before.cniAdd), up.cniFound
 	r.cniDel = down.cniDel.sub(up.cniDel)
