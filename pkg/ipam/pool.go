@@ -120,7 +120,7 @@ func (p *Pool) Allocate(owner Owner, requested []net.IP) ([]Lease, error) {
 		for i, a := range picked {
 			if want[i] == nil {
 				// Only a hint for the next search, so a failure is harmless.
-				_ = p.st.writeHint(cursorName+strconv.Itoa(i), a.String())
+				_ = p.st.replaceRecord(cursorName+strconv.Itoa(i), a.String())
 			}
 		}
 		leases, err = p.leasesFor(picked)
@@ -392,7 +392,7 @@ func (p *Pool) findFree(i int) (net.IP, error) {
 	rs := p.ranges[i]
 	start := 0
 	var from net.IP
-	if c, ok := p.st.readHint(cursorName + strconv.Itoa(i)); ok {
+	if c, ok, _ := p.st.readRecord(cursorName + strconv.Itoa(i)); ok {
 		if a := net.ParseIP(c); a != nil {
 			for ri := range rs {
 				if rs[ri].Contains(a) {

@@ -18,8 +18,7 @@ import (
 //	lock                   flock(2) target; serialises every change to the network
 //	ips/<address>          symlink whose target is the owner key "<containerID>:<ifname>"
 //	owners/<key>           symlink whose target is the owner's addresses, comma separated
-//	cursor.<n>             regular file, a hint: the address last handed out from range
-//	                       set n, rewritten in place (a symlink there is read too)
+//	cursor.<n>             symlink to the address last handed out from range set n
 //
 // Each record is a symbolic link because creating one is a single atomic
 // system call that carries its content and fails with EEXIST when the name is
@@ -234,87 +233,17 @@ func (s *store) createRecord(name, content string) error {
 	return s.root.Symlink(content, name)
 }
 
-// hintWidth is the fixed width of a hint file's content: the longest
-// address text (INET6_ADDRSTRLEN) padded with spaces, and a newline. Every
-// write covers the whole file, so a shorter value never leaves a tail of
-// the longer one behind and no truncate is needed.
-const hintWidth = 46 + 1
-
-// readHint returns the content of a hint file (the cursors), or ok=false
-// when there is none it can use. A hint only steers the search for a free
-// address, so anything odd there (not a regular file, unreadable) counts as
-// no hint. A symlink is a cursor of a store an earlier vethroute wrote; it
-// is read with readlink, never followed (os.Root follows a symlink even
-// under O_NOFOLLOW, so the kind is checked first).
-func (s *store) readHint(name string) (string, bool) {
-	fi, err := s.root.Lstat(name)
-	switch {
-	case err != nil:
-		return "", false
-	case fi.Mode()&fs.ModeSymlink != 0:
-		v, err := s.root.Readlink(name)
-		return strings.TrimSpace(v), err == nil
-	case !fi.Mode().IsRegular():
-		return "", false
-	}
-	f, err := s.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return "", false
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return "", false
-	}
-	buf := make([]byte, hintWidth)
-	n, err := f.ReadAt(buf, 0)
-	if n == 0 && err != nil {
-		return "", false
-	}
-	return strings.TrimSpace(string(buf[:n])), true
-}
-
-// writeHint overwrites a hint file in place. Unlike a record it needs no
-// atomic swap: a torn hint (only a power loss can tear a single small
-// write) parses as no hint. Rewriting one file keeps every ADD from
-// creating an inode for it, which is most of what a write costs on ext4.
-// A symlink in its place (an earlier vethroute's cursor, or one planted) is
-// removed, never followed; a new file is created with O_EXCL, which does
-// not follow one either.
-func (s *store) writeHint(name, content string) error {
-	if len(content) >= hintWidth {
-		return fmt.Errorf("hint %s: %d bytes, at most %d", name, len(content), hintWidth-1)
-	}
-	flags := os.O_WRONLY | syscall.O_NONBLOCK | syscall.O_CLOEXEC
-	fi, err := s.root.Lstat(name)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		flags |= os.O_CREATE | os.O_EXCL
-	case err != nil:
-		return err
-	case fi.Mode()&fs.ModeSymlink != 0:
-		if err := s.root.Remove(name); err != nil {
-			return err
-		}
-		flags |= os.O_CREATE | os.O_EXCL
-	case !fi.Mode().IsRegular():
-		return fmt.Errorf("hint %s is not a regular file (mode %v)", name, fi.Mode())
-	}
-	f, err := s.root.OpenFile(name, flags, 0o600)
-	if err != nil {
+// replaceRecord atomically swaps a record's content (used for hints only).
+// Its temporary name lies beside name at the network's top level, never in
+// ips/ or owners/, whose every entry is a record: any suffix is a valid
+// interface name, so no name there can be told apart as a leftover.
+func (s *store) replaceRecord(name, content string) error {
+	tmp := name + ".tmp"
+	_ = s.root.Remove(tmp)
+	if err := s.root.Symlink(content, tmp); err != nil {
 		return err
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("hint %s is not a regular file", name)
-	}
-	line := make([]byte, hintWidth)
-	copy(line, content)
-	for i := len(content); i < hintWidth-1; i++ {
-		line[i] = ' '
-	}
-	line[hintWidth-1] = '\n'
-	_, err = f.WriteAt(line, 0)
-	return err
+	return s.root.Rename(tmp, name)
 }
 
 func (s *store) removeRecord(name string) error {
