@@ -17,7 +17,7 @@ TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?=
 FUZZ_BUDGETS := FuzzLoadConf=100000x FuzzOwnerKey=15000x FuzzPoolOps=3000x FuzzStoreRecords=10000x
 
-.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down e2e-images e2e-conformance e2e-conformance-ci
+.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down e2e-images e2e-conformance e2e-conformance-ci bench-density
 
 all: build
 
@@ -107,6 +107,18 @@ kind-down:
 	@set -e; . test/kind/versions.env; \
 	$(GO) run ./test/kind/cmd/kindctl down -name '$(KIND_CLUSTER_NAME)' \
 	  -kind "$${VETHROUTE_CACHE:-$$HOME/.cache/vethroute}/kind/bin/kind-$$KIND_VERSION"
+
+DENSITY_CLUSTER_NAME ?= vr-density
+DENSITY_PODS         ?= 110
+DENSITY_ROUNDS       ?= 2
+## bench-density: 110 pods at once on one kind worker, vethroute against ptp + host-local under the same containerd; rewrites its section of docs/benchmarks.md (root, Docker; DENSITY_CLUSTER_NAME, DENSITY_PODS, DENSITY_ROUNDS)
+# An image name of its own: other kind runs on the machine rebuild vethroute:kind.
+bench-density: KIND_IMAGE := vethroute:density
+bench-density: deps
+	@set -e; $(KIND_IMAGES); \
+	$(GO) run ./test/kind/cmd/density -name '$(DENSITY_CLUSTER_NAME)' -pods '$(DENSITY_PODS)' -rounds '$(DENSITY_ROUNDS)' \
+	  -kind "$$KIND_BIN" -node-image "$$KIND_NODE_IMAGE" -probe-archive "$$KIND_PROBE_ARCHIVE" -image $(KIND_IMAGE) \
+	  -out docs/benchmarks.md
 
 ## e2e-images: the upstream e2e suite (e2e.test, ginkgo) and the images its sig-network tests run, built offline and cached (root; docs/conformance.md)
 e2e-images:

@@ -95,6 +95,12 @@ type Options struct {
 	Kubeconfig string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
+	// MaxPods, when set, is every kubelet's maxPods (kubeadm's
+	// KubeletConfiguration); DaemonSet pods count toward it.
+	MaxPods int
+	// ContainerdPatches are TOML fragments kind merges into every node's
+	// containerd configuration.
+	ContainerdPatches []string
 }
 
 // Cluster is one kind cluster and the environment its commands run with.
@@ -225,7 +231,8 @@ func (c *Cluster) Create() error {
 	}
 	defer os.RemoveAll(dir)
 	cfgPath := filepath.Join(dir, "kind.yaml")
-	if err := os.WriteFile(cfgPath, []byte(kindConfig(c.Family, c.Workers, coredns)), 0o644); err != nil {
+	cfg := kindConfig(c.Family, c.Workers, coredns) + extraConfig(c.MaxPods, c.ContainerdPatches)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("kind config write: %w", err)
 	}
 	args := []string{"create", "cluster", "--name", c.Name, "--image", c.NodeImage, "--config", cfgPath, "--retain", "-v", "1"}
@@ -273,6 +280,26 @@ nodes:
     kind: InitConfiguration
     skipPhases: [%s]
 `, skip)
+	return b.String()
+}
+
+// extraConfig continues kindConfig: a kubelet patch for maxPods (one more
+// item of the kubeadmConfigPatches list kindConfig ends with) and the
+// containerd patches.
+func extraConfig(maxPods int, containerd []string) string {
+	var b strings.Builder
+	if maxPods > 0 {
+		fmt.Fprintf(&b, "  - |\n    kind: KubeletConfiguration\n    maxPods: %d\n", maxPods)
+	}
+	if len(containerd) > 0 {
+		b.WriteString("containerdConfigPatches:\n")
+		for _, p := range containerd {
+			b.WriteString("  - |-\n")
+			for _, line := range strings.Split(strings.TrimRight(p, "\n"), "\n") {
+				b.WriteString("    " + line + "\n")
+			}
+		}
+	}
 	return b.String()
 }
 

@@ -167,3 +167,29 @@ func TestAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestExtraConfig checks that the kubelet patch continues kindConfig's
+// kubeadmConfigPatches list and the containerd patches form their own list.
+func TestExtraConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		maxPods    int
+		containerd []string
+		want       string
+	}{
+		{"nothing", 0, nil, ""},
+		{"maxPods", 120, nil, "  - |\n    kind: KubeletConfiguration\n    maxPods: 120\n"},
+		{"both", 120, []string{"[metrics]\n  address = \"127.0.0.1:1338\"\n"},
+			"  - |\n    kind: KubeletConfiguration\n    maxPods: 120\ncontainerdConfigPatches:\n  - |-\n    [metrics]\n      address = \"127.0.0.1:1338\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := extraConfig(tc.maxPods, tc.containerd)
+			if got != tc.want {
+				t.Fatalf("extraConfig = %q, want %q", got, tc.want)
+			}
+			if cfg := kindConfig(IPv4, 1, true); !strings.HasSuffix(cfg, "skipPhases: [preflight]\n") {
+				t.Fatalf("kindConfig no longer ends with its kubeadmConfigPatches item, which extraConfig continues:\n%s", cfg)
+			}
+		})
+	}
+}

@@ -242,3 +242,59 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestCycleTargets checks the restated cycle and storm targets against
+// figures on either side of each bound.
+func TestCycleTargets(t *testing.T) {
+	msd := func(v float64) durations { return durations{time.Duration(v * float64(time.Millisecond))} }
+	stats := func(name string, add, del float64) *cycleStats {
+		return &cycleStats{name: name, add: msd(add), del: msd(del), cycle: msd(add + del)}
+	}
+	// ptp's cycle is 40 ms (ADD 15), the exec'd floor's 22 ms.
+	base := func(vAdd, vDel, soloDel float64) *report {
+		return &report{opts: &options{concs: []int{16}, stormPods: 100}, seq: []*cycleStats{
+			stats(nameVeth, vAdd, vDel), stats(nameVethSolo, vAdd, soloDel),
+			stats(namePtp, 15, 25), stats(nameFloorExec, 4, 18), stats(nameFloorReaped, 5, 6),
+		}, storms: []stormResult{
+			{plugin: nameVeth, conc: 16, addWall: 300 * time.Millisecond, delWall: 200 * time.Millisecond},
+			{plugin: namePtp, conc: 16, addWall: 600 * time.Millisecond, delWall: 500 * time.Millisecond},
+		}}
+	}
+	for _, tc := range []struct {
+		name              string
+		vAdd, vDel, solo  float64
+		alone, reaper, fl bool
+		add, flReaped     bool
+	}{
+		// alone 6+16=22 (0.55x ptp, 1.0x floor), reaper 6+6=12 (0.3x, 1.09x
+		// the reaped floor's 11), ADD 0.4x
+		{"every bound met", 6, 6, 16, true, true, true, true, true},
+		// alone 7+18=25 (0.625x, 1.14x floor), reaper 7+6=13 (0.325x,
+		// 1.18x), ADD 0.47x
+		{"every bound missed", 7, 6, 18, false, false, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string]bool{}
+			for _, tg := range base(tc.vAdd, tc.vDel, tc.solo).targets() {
+				got[tg.goal] = tg.met
+			}
+			want := map[string]bool{
+				"ADD+DEL cycle median, vethroute alone (no agent: DEL deletes in-process) ≤ 0.55 × ptp+host-local's":                     tc.alone,
+				"ADD+DEL cycle median, vethroute with the node agent's reaper (as deployed on Kubernetes) ≤ 0.3 × ptp+host-local's":      tc.reaper,
+				"ADD+DEL cycle median, vethroute alone ≤ 1.1 × the exec'd floor's (section 6; both DELs wait for the kernel)":            tc.fl,
+				"ADD+DEL cycle median, vethroute with the reaper ≤ 1.1 × the exec'd floor's with its DEL handed to a reaper (section 6)": tc.flReaped,
+				"ADD median, vethroute alone ≤ 0.45 × ptp+host-local's":                                                                  tc.add,
+				"100-pod storm at concurrency 16: wall ≤ 0.5 × ptp's (vethroute with the agent's reaper)":                                true,
+			}
+			for goal, met := range want {
+				m, ok := got[goal]
+				if !ok {
+					t.Fatalf("no target %q among %v", goal, got)
+				}
+				if m != met {
+					t.Errorf("%q: met=%v, want %v", goal, m, met)
+				}
+			}
+		})
+	}
+}

@@ -268,6 +268,15 @@ func measure(o *options, root string) (rep *report, err error) {
 	if err != nil {
 		return rep, err
 	}
+	// The exec'd floor again, its DEL handed to a reaper of the floor's
+	// own: the floor of vethroute with the agent's reaper.
+	flr, err := l.newFloorRig()
+	if err != nil {
+		return rep, err
+	}
+	if flr.reaper, err = l.startFloorReaper(flr.node); err != nil {
+		return rep, err
+	}
 
 	direct, err := l.newNS("seqd")
 	if err != nil {
@@ -289,7 +298,7 @@ func measure(o *options, root string) (rep *report, err error) {
 		return rep, err
 	}
 	cyclers := []cycler{pluginCycler(veth, conts[0], "seq"), pluginCycler(ptp, conts[1], "seq"),
-		pluginCycler(solo, soloCont, "seq"), fl.inProcess(), fl.exec(), directCycler(veth, direct), inproc}
+		pluginCycler(solo, soloCont, "seq"), fl.inProcess(), fl.exec(), flr.exec(), directCycler(veth, direct), inproc}
 	for _, label := range sortedKeys(o.compare) {
 		d, err := l.newDriverFrom(o.compare[label], "vethroute", "cmp", seqConf, true, true)
 		if err != nil {

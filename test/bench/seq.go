@@ -85,6 +85,9 @@ type floorRig struct {
 	bin  string
 	cont ns.NetNS
 	spec floor.Spec
+	// reaper, when set, is the socket of startFloorReaper on node, to
+	// which the exec'd floor's DEL hands the deletion.
+	reaper string
 }
 
 func (l *lab) newFloorRig() (*floorRig, error) {
@@ -126,8 +129,12 @@ func (f *floorRig) inProcess() cycler {
 
 // env is floorplugin's environment for command.
 func (f *floorRig) env(command string) []string {
-	return []string{"CNI_COMMAND=" + command, "CNI_NETNS=" + f.cont.Path(), "CNI_IFNAME=" + f.spec.IfName,
+	env := []string{"CNI_COMMAND=" + command, "CNI_NETNS=" + f.cont.Path(), "CNI_IFNAME=" + f.spec.IfName,
 		"FLOOR_HOST=" + f.spec.HostName, "FLOOR_ADDR=" + f.spec.Addr.String(), "FLOOR_GW=" + f.spec.Gateway.String()}
+	if f.reaper != "" {
+		env = append(env, "FLOOR_REAPER="+f.reaper)
+	}
+	return env
 }
 
 // exec is the floor as a minimal static binary executed directly: the cost
@@ -137,8 +144,12 @@ func (f *floorRig) exec() cycler {
 		r, err := execIn(f.node, f.bin, nil, f.env(command), nil)
 		return r.wall, err
 	}
+	name := nameFloorExec
+	if f.reaper != "" {
+		name = nameFloorReaped
+	}
 	return cycler{
-		name: "floor (exec'd binary)",
+		name: name,
 		add:  func(int) (time.Duration, error) { return run("ADD") },
 		del:  func(int) (time.Duration, error) { return run("DEL") },
 	}
