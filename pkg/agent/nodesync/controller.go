@@ -137,6 +137,10 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 		log:      log,
 		reported: map[problemKey]string{},
 	}
+	// Set before the informer starts (the caller starts it after this).
+	if err := informer.Informer().SetTransform(StripNode); err != nil {
+		return nil, fmt.Errorf("set node informer transform: %w", err)
+	}
 	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { c.queue.Add(syncKey) },
 		UpdateFunc: func(oldObj, newObj any) {
