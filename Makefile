@@ -142,9 +142,10 @@ bench: deps
 	$(GO) run ./test/bench -out docs/benchmarks.md
 
 ## bench-scale: vethroute-agent against 100, 1000 and 5000 simulated Nodes on a real API server: start-up, memory, CPU, API bytes, churn delays (root, ~10 min); writes its section of docs/benchmarks.md and docs/benchmarks-scale.png
+# The before figures are the agent before issue 20's changes, kept for comparison.
 BENCH_SCALE_FLAGS ?=
 bench-scale: deps k8s-bins
-	$(GO) run ./test/benchscale -out docs/benchmarks.md $(BENCH_SCALE_FLAGS)
+	$(GO) run ./test/benchscale -out docs/benchmarks.md -before test/benchscale/testdata/before-a88064a.json $(BENCH_SCALE_FLAGS)
 
 ## bench-quick: smoke run of every benchmark section (~1 min)
 bench-quick: deps

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/vishvananda/netlink"
+	clientfeatures "k8s.io/client-go/features"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -38,6 +39,7 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	klog.SetSlogLogger(log)
 	log = log.With("node", o.NodeName)
 
+	streamInitialList(os.Getenv)
 	client, err := newClient(o.Kubeconfig, version)
 	if err != nil {
 		return err
@@ -221,4 +223,26 @@ func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (nodesync
 		return nil, nil
 	}
 	return m, nil
+}
+
+// streamInitialList turns on client-go's WatchListClient (beta, off by
+// default in this client-go) unless KUBE_FEATURE_WatchListClient says
+// otherwise: the informer then receives the initial Nodes one watch event
+// at a time, each stripped (nodesync.StripNode) as it arrives, instead of
+// one list response holding every whole Node at once, which would set the
+// agent's peak memory by the cluster's size. An API server without it
+// answers with a list, as before.
+func streamInitialList(getenv func(string) string) {
+	if getenv("KUBE_FEATURE_"+string(clientfeatures.WatchListClient)) != "" {
+		return
+	}
+	clientfeatures.ReplaceFeatureGates(watchListGates{clientfeatures.FeatureGates()})
+}
+
+// watchListGates reports WatchListClient on and every other gate as the
+// gates it wraps do.
+type watchListGates struct{ clientfeatures.Gates }
+
+func (g watchListGates) Enabled(f clientfeatures.Feature) bool {
+	return f == clientfeatures.WatchListClient || g.Gates.Enabled(f)
 }

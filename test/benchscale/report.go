@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -209,6 +210,11 @@ func summaryText(r *results) string {
 }
 
 func writeReport(o *options, r, before *results) error {
+	for _, x := range []*results{r, before} {
+		if x != nil {
+			slices.SortStableFunc(x.Sizes, func(a, b sizeResult) int { return a.Nodes - b.Nodes })
+		}
+	}
 	if err := writeChart(o.plot, r, before); err != nil {
 		return err
 	}
