@@ -23,6 +23,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -114,7 +116,11 @@ type sizeResult struct {
 	// Bytes received from the API server by convergence and during churn.
 	BytesConverge, BytesChurn int64
 	Churn                     churnResult
-	Err                       string `json:",omitempty"`
+	// Reconciles during churn and their mean duration, from the agent's
+	// own histogram (vethroute_agent_reconcile_duration_seconds).
+	ChurnReconciles    int
+	ChurnReconcileMean time.Duration
+	Err                string `json:",omitempty"`
 }
 
 // results is one run, as -json writes it.
@@ -335,6 +341,8 @@ func measureSize(o *options, all *cleanups, tmp, agentBin string, n int, progres
 		return r, err
 	}
 	bytesBefore := proxy.received.Load()
+	metrics := testutil.HTTPClientIn(node)
+	recBefore, recErr := reconcileStats(metrics)
 	progress(fmt.Sprintf("churn: %d writes/s of each of add, delete, pod CIDR assignment for %s", o.perSecond, o.churn))
 	r.Churn = churn(ctx, cs, w, o.churn, o.perSecond, poolFrom+poolSize, deletable, pool)
 	after, err := sampleProc(pid)
@@ -344,6 +352,10 @@ func measureSize(o *options, all *cleanups, tmp, agentBin string, n int, progres
 	r.CPUChurn = after.cpu - before.cpu
 	r.RSSPeak = after.hwmKiB
 	r.BytesChurn = proxy.received.Load() - bytesBefore
+	if recAfter, err := reconcileStats(metrics); err == nil && recErr == nil && recAfter.count > recBefore.count {
+		r.ChurnReconciles = int(recAfter.count - recBefore.count)
+		r.ChurnReconcileMean = time.Duration((recAfter.sum - recBefore.sum) / (recAfter.count - recBefore.count) * float64(time.Second))
+	}
 	if err := w.failure(); err != nil {
 		return r, fmt.Errorf("route subscription: %w", err)
 	}
@@ -396,4 +408,45 @@ func machineInfo() string {
 		}
 	}
 	return fmt.Sprintf("%s, %d cores, %s", cpu, runtime.NumCPU(), runtime.Version())
+}
+
+// agentMetricsURL is where the agent serves /metrics in the node namespace
+// (its default --health-addr).
+const agentMetricsURL = "http://127.0.0.1:9387/metrics"
+
+type histogramTotals struct{ count, sum float64 }
+
+// reconcileStats reads the agent's reconcile duration histogram totals.
+func reconcileStats(c *http.Client) (histogramTotals, error) {
+	var h histogramTotals
+	resp, err := c.Get(agentMetricsURL)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return h, err
+	}
+	found := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "vethroute_agent_reconcile_duration_seconds_count":
+			h.count, found = v, found+1
+		case "vethroute_agent_reconcile_duration_seconds_sum":
+			h.sum, found = v, found+1
+		}
+	}
+	if found != 2 {
+		return h, fmt.Errorf("%s: no reconcile_duration_seconds histogram", agentMetricsURL)
+	}
+	return h, nil
 }

@@ -169,6 +169,7 @@ func apply(ctx context.Context, cs kubernetes.Interface, i int, withCIDRs bool) 
 	}
 	return nil
 }
+
 // assignCIDRs gives node i its pod CIDRs as the node IPAM controller does
 // (a patch of spec, the one change of pod CIDRs the API allows).
 func assignCIDRs(ctx context.Context, cs kubernetes.Interface, i int) error {

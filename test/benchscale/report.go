@@ -85,6 +85,13 @@ func oneLine(s string) string {
 }
 
 func churnTable(w func(string, ...any), r *results) {
+	w("| nodes | reconciles during churn | mean reconcile (agent's histogram) |\n|---:|---:|---:|\n")
+	for _, s := range r.Sizes {
+		if s.Err == "" {
+			w("| %d | %d | %.1f ms |\n", s.Nodes, s.ChurnReconciles, float64(s.ChurnReconcileMean)/float64(time.Millisecond))
+		}
+	}
+	w("\n")
 	w("| nodes | write | count | p50 | p99 | max |\n|---:|---|---:|---:|---:|---:|\n")
 	for _, s := range r.Sizes {
 		if s.Err != "" {
