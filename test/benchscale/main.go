@@ -120,7 +120,11 @@ type sizeResult struct {
 	// own histogram (vethroute_agent_reconcile_duration_seconds).
 	ChurnReconciles    int
 	ChurnReconcileMean time.Duration
-	Err                string `json:",omitempty"`
+	// HeapSteady is the Go heap in use (go_memstats_heap_inuse_bytes) when
+	// RSSSteady was read: the part of RSS the agent's live data and its
+	// garbage collector's headroom take.
+	HeapSteady int64
+	Err        string `json:",omitempty"`
 }
 
 // results is one run, as -json writes it.
@@ -318,6 +322,10 @@ func measureSize(o *options, all *cleanups, tmp, agentBin string, n int, progres
 		return r, err
 	}
 	r.RSSSteady = ps.rssKiB
+	metrics := testutil.HTTPClientIn(node)
+	if m, err := agentMetrics(metrics); err == nil {
+		r.HeapSteady = int64(m["go_memstats_heap_inuse_bytes"])
+	}
 
 	// Nodes registered without pod CIDRs, for the assignments.
 	poolSize := o.perSecond * int(o.churn/time.Second)
@@ -341,7 +349,6 @@ func measureSize(o *options, all *cleanups, tmp, agentBin string, n int, progres
 		return r, err
 	}
 	bytesBefore := proxy.received.Load()
-	metrics := testutil.HTTPClientIn(node)
 	recBefore, recErr := reconcileStats(metrics)
 	progress(fmt.Sprintf("churn: %d writes/s of each of add, delete, pod CIDR assignment for %s", o.perSecond, o.churn))
 	r.Churn = churn(ctx, cs, w, o.churn, o.perSecond, poolFrom+poolSize, deletable, pool)
@@ -418,35 +425,38 @@ type histogramTotals struct{ count, sum float64 }
 
 // reconcileStats reads the agent's reconcile duration histogram totals.
 func reconcileStats(c *http.Client) (histogramTotals, error) {
-	var h histogramTotals
+	m, err := agentMetrics(c)
+	if err != nil {
+		return histogramTotals{}, err
+	}
+	count, ok1 := m["vethroute_agent_reconcile_duration_seconds_count"]
+	sum, ok2 := m["vethroute_agent_reconcile_duration_seconds_sum"]
+	if !ok1 || !ok2 {
+		return histogramTotals{}, fmt.Errorf("%s: no reconcile_duration_seconds histogram", agentMetricsURL)
+	}
+	return histogramTotals{count: count, sum: sum}, nil
+}
+
+// agentMetrics reads the agent's unlabelled metrics.
+func agentMetrics(c *http.Client) (map[string]float64, error) {
 	resp, err := c.Get(agentMetricsURL)
 	if err != nil {
-		return h, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return h, err
+		return nil, err
 	}
-	found := 0
+	m := map[string]float64{}
 	for _, line := range strings.Split(string(body), "\n") {
 		name, val, ok := strings.Cut(line, " ")
-		if !ok {
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
 			continue
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "vethroute_agent_reconcile_duration_seconds_count":
-			h.count, found = v, found+1
-		case "vethroute_agent_reconcile_duration_seconds_sum":
-			h.sum, found = v, found+1
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			m[name] = v
 		}
 	}
-	if found != 2 {
-		return h, fmt.Errorf("%s: no reconcile_duration_seconds histogram", agentMetricsURL)
-	}
-	return h, nil
+	return m, nil
 }

@@ -85,10 +85,10 @@ func oneLine(s string) string {
 }
 
 func churnTable(w func(string, ...any), r *results) {
-	w("| nodes | reconciles during churn | mean reconcile (agent's histogram) |\n|---:|---:|---:|\n")
+	w("| nodes | Go heap in use when steady | reconciles during churn | mean reconcile (agent's histogram) |\n|---:|---:|---:|---:|\n")
 	for _, s := range r.Sizes {
 		if s.Err == "" {
-			w("| %d | %d | %.1f ms |\n", s.Nodes, s.ChurnReconciles, float64(s.ChurnReconcileMean)/float64(time.Millisecond))
+			w("| %d | %s | %d | %.1f ms |\n", s.Nodes, bytesMiB(s.HeapSteady), s.ChurnReconciles, float64(s.ChurnReconcileMean)/float64(time.Millisecond))
 		}
 	}
 	w("\n")
