@@ -51,6 +51,7 @@ type options struct {
 	out, plot     string
 	jsonOut       string
 	before        string
+	render        string
 	convergeLimit time.Duration
 	timeout       time.Duration
 }
@@ -79,6 +80,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.plot, "plot", "", "PNG chart (default: benchmarks-scale.png beside -out)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the figures as JSON here (for -before of a later run)")
 	fs.StringVar(&o.before, "before", "", "JSON of an earlier run (-json) shown beside this one as \"before\"")
+	fs.StringVar(&o.render, "render", "", "measure nothing: write the report of this JSON (-json of an earlier run)")
 	fs.DurationVar(&o.convergeLimit, "converge-timeout", 5*time.Minute, "give up on start-up convergence after this long")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort (and clean up) after this long")
 	if err := fs.Parse(args); err != nil {
@@ -139,24 +141,39 @@ type results struct {
 	ChurnFor time.Duration
 }
 
+func readResults(path string) (*results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r := &results{}
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
 func run(o *options) error {
+	var before *results
+	if o.before != "" {
+		var err error
+		if before, err = readResults(o.before); err != nil {
+			return fmt.Errorf("-before: %w", err)
+		}
+	}
+	if o.render != "" {
+		r, err := readResults(o.render)
+		if err != nil {
+			return fmt.Errorf("-render: %w", err)
+		}
+		return writeReport(o, r, before)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: it creates a network namespace")
 	}
 	root, err := repoRoot()
 	if err != nil {
 		return err
-	}
-	var before *results
-	if o.before != "" {
-		b, err := os.ReadFile(o.before)
-		if err != nil {
-			return err
-		}
-		before = &results{}
-		if err := json.Unmarshal(b, before); err != nil {
-			return fmt.Errorf("-before %s: %w", o.before, err)
-		}
 	}
 	started := time.Now()
 	progress := func(msg string) { fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(started).Seconds(), msg) }
