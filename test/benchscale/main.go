@@ -52,6 +52,7 @@ type options struct {
 	jsonOut       string
 	before        string
 	render        string
+	note          string
 	convergeLimit time.Duration
 	timeout       time.Duration
 }
@@ -80,6 +81,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.plot, "plot", "", "PNG chart (default: benchmarks-scale.png beside -out)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the figures as JSON here (for -before of a later run)")
 	fs.StringVar(&o.before, "before", "", "JSON of an earlier run (-json) shown beside this one as \"before\"")
+	fs.StringVar(&o.note, "note", "", "a paragraph of markdown added to the section, before the targets")
 	fs.StringVar(&o.render, "render", "", "measure nothing: write the report of this JSON (-json of an earlier run)")
 	fs.DurationVar(&o.convergeLimit, "converge-timeout", 5*time.Minute, "give up on start-up convergence after this long")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort (and clean up) after this long")

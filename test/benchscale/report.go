@@ -87,11 +87,15 @@ func oneLine(s string) string {
 func churnTable(w func(string, ...any), r *results) {
 	w("| nodes | Go heap in use when steady | reconciles during churn | mean reconcile (agent's histogram) |\n|---:|---:|---:|---:|\n")
 	for _, s := range r.Sizes {
-		if s.Err == "" {
+		switch {
+		case s.Err != "":
+		case s.HeapSteady == 0 && s.ChurnReconciles == 0:
+			w("| %d | not measured | not measured | not measured |\n", s.Nodes)
+		default:
 			w("| %d | %s | %d | %.1f ms |\n", s.Nodes, bytesMiB(s.HeapSteady), s.ChurnReconciles, float64(s.ChurnReconcileMean)/float64(time.Millisecond))
 		}
 	}
-	w("\n")
+	w("\nChurn delays by kind of write:\n\n")
 	w("| nodes | write | count | p50 | p99 | max |\n|---:|---|---:|---:|---:|---:|\n")
 	for _, s := range r.Sizes {
 		if s.Err != "" {
@@ -203,8 +207,11 @@ func markdown(o *options, r, before *results) string {
 		w("\n### After (`%s`)\n\n", r.Label)
 	}
 	table(w, r)
-	w("\nChurn delays by kind of write:\n\n")
+	w("\n")
 	churnTable(w, r)
+	if o.note != "" {
+		w("\n%s\n", o.note)
+	}
 	w("\n### Targets (issue 20)\n\n| target | measured | verdict |\n|---|---|---|\n")
 	for _, t := range targets(r) {
 		w("| %s | %s | %s |\n", t.goal, t.measured, t.verdict)
