@@ -469,7 +469,20 @@ func TestControllerAppliesOnlyChanges(t *testing.T) {
 	)
 	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2", "10.0.1.0/24 via 172.16.0.3")
 	waitFor(t, "readiness", h.ctrl.Ready)
-	_, fullSyncs := table.state()
+	// The start queues both keys (the informer's adds and Run's first
+	// sync), in either order: one or two full Syncs. Wait until the queue
+	// is empty and nothing has run for a while.
+	fullSyncs, quiet := -1, 0
+	waitFor(t, "the start's reconciles", func() bool {
+		_, n := table.state()
+		if n == fullSyncs && h.ctrl.queue.Len() == 0 {
+			quiet++
+		} else {
+			fullSyncs, quiet = n, 0
+		}
+		time.Sleep(100 * time.Millisecond)
+		return quiet >= 3
+	})
 	nodes := h.client.CoreV1().Nodes()
 	ctx := context.Background()
 
