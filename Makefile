@@ -17,7 +17,7 @@ TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?=
 FUZZ_BUDGETS := FuzzLoadConf=100000x FuzzOwnerKey=15000x FuzzPoolOps=3000x FuzzStoreRecords=10000x
 
-.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down e2e-images e2e-conformance e2e-conformance-ci bench-density
+.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down e2e-images e2e-conformance e2e-conformance-ci bench-density bench-scale
 
 all: build
 
@@ -152,6 +152,12 @@ image:
 ## bench: vethroute vs ptp+host-local in one alternating run (root, ~10-15 min); rewrites docs/benchmarks.md and docs/benchmarks-density.png
 bench: deps
 	$(GO) run ./test/bench -out docs/benchmarks.md
+
+## bench-scale: vethroute-agent against 100, 1000 and 5000 simulated Nodes on a real API server: start-up, memory, CPU, API bytes, churn delays (root, ~10 min); writes its section of docs/benchmarks.md and docs/benchmarks-scale.png
+# The before figures are the agent before issue 20's changes, kept for comparison.
+BENCH_SCALE_FLAGS ?=
+bench-scale: deps k8s-bins
+	$(GO) run ./test/benchscale -out docs/benchmarks.md -before test/benchscale/testdata/before-a88064a.json $(BENCH_SCALE_FLAGS)
 
 ## bench-quick: smoke run of every benchmark section (~1 min)
 bench-quick: deps

@@ -45,17 +45,25 @@ func (t *Table) Owned() ([]netlink.Route, error) {
 // that are no longer desired are deleted. A desired route whose destination
 // is held by a foreign route is reported in Result.Conflicts and skipped.
 // Every route is attempted; the error joins the failures, so one bad route
-// never keeps the others from being programmed.
+// never keeps the others from being programmed. The main table is read
+// once, whatever the number of routes.
 func (t *Table) Sync(desired []Route) (Result, error) {
 	var res Result
-	owned, err := t.Owned()
+	all, err := t.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("list main routing table: %w", err)
 	}
 	mine := map[netip.Prefix]netlink.Route{}
-	for _, r := range owned {
-		if p, ok := prefixOf(r.Dst); ok {
+	others := map[netip.Prefix][]string{}
+	for _, r := range all {
+		p, ok := prefixOf(r.Dst)
+		if !ok {
+			continue
+		}
+		if r.Protocol == t.proto {
 			mine[p] = r
+		} else {
+			others[p] = append(others[p], describe(r))
 		}
 	}
 	want := map[netip.Prefix]bool{}
@@ -80,13 +88,8 @@ func (t *Table) Sync(desired []Route) (Result, error) {
 			res.Programmed++
 			continue
 		}
-		foreign, err := t.foreign(d.Dst)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if foreign != "" {
-			res.Conflicts = append(res.Conflicts, Conflict{Want: d, Existing: foreign})
+		if foreign := others[d.Dst]; len(foreign) > 0 {
+			res.Conflicts = append(res.Conflicts, Conflict{Want: d, Existing: strings.Join(foreign, "; ")})
 			continue
 		}
 		if err := t.h.RouteAdd(t.netlinkRoute(d)); err != nil {
@@ -109,19 +112,71 @@ func (t *Table) Sync(desired []Route) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
-// foreign describes a route of someone else to exactly dst in the main
-// table, or returns "" when there is none.
-func (t *Table) foreign(dst netip.Prefix) (string, error) {
-	routes, err := t.exactRoutes(dst)
-	if err != nil {
-		return "", err
+// Apply changes only the destinations it is given, without reading the
+// whole table: each route of set is added, or replaced when the table's own
+// route there has another gateway (a foreign route there is a Conflict, left
+// alone), and the table's own route to each destination of remove is
+// deleted. Its cost follows the number of changes, not of routes, so one
+// node's change costs the same in any cluster; Sync, run periodically,
+// catches what changed behind its back. Result.Programmed is not counted.
+// Every change is attempted; the error joins the failures.
+func (t *Table) Apply(set []Route, remove []netip.Prefix) (Result, error) {
+	var res Result
+	var errs []error
+	for _, p := range remove {
+		r := t.netlinkRoute(Route{Dst: p})
+		r.Gw = nil
+		// The kernel deletes only a route of this protocol.
+		switch err := t.h.RouteDel(r); {
+		case err == nil:
+			res.Removed++
+		case !errors.Is(err, unix.ESRCH):
+			errs = append(errs, fmt.Errorf("delete route to %s: %w", p, err))
+		}
 	}
-	var descs []string
-	for _, r := range routes {
-		if r.Protocol == t.proto {
+	for _, d := range set {
+		d.Dst = d.Dst.Masked()
+		existing, err := t.routesTo(d.Dst)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		descs = append(descs, describe(r))
+		if len(existing) == 0 {
+			err := t.h.RouteAdd(t.netlinkRoute(d))
+			if err == nil {
+				res.Added++
+				continue
+			}
+			if !errors.Is(err, unix.EEXIST) {
+				errs = append(errs, fmt.Errorf("add route %s: %w", d, wrapUnreach(err)))
+				continue
+			}
+			// A more specific route hid it from the lookup.
+			if existing, err = t.exactRoutes(d.Dst); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		var own *netlink.Route
+		var foreign []string
+		for i, e := range existing {
+			if e.Protocol == t.proto {
+				own = &existing[i]
+			} else {
+				foreign = append(foreign, describe(e))
+			}
+		}
+		switch {
+		case len(foreign) > 0:
+			res.Conflicts = append(res.Conflicts, Conflict{Want: d, Existing: strings.Join(foreign, "; ")})
+		case own != nil && gwEqual(*own, d.Gw):
+		default:
+			if err := t.h.RouteReplace(t.netlinkRoute(d)); err != nil {
+				errs = append(errs, fmt.Errorf("replace route %s: %w", d, wrapUnreach(err)))
+				continue
+			}
+			res.Replaced++
+		}
 	}
-	return strings.Join(descs, "; "), nil
+	return res, errors.Join(errs...)
 }

@@ -204,7 +204,7 @@ func run(o *options) (*report, error) {
 	if err := writeChart(o.plot, ch); err != nil {
 		return rep, err
 	}
-	if err := os.WriteFile(o.out, []byte(rep.markdown()), 0o644); err != nil {
+	if err := writeReport(o.out, rep.markdown()); err != nil {
 		return rep, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: wrote %s and %s in %s\n", o.out, o.plot, rep.elapsed.Round(time.Second))

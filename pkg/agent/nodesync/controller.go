@@ -28,9 +28,17 @@ import (
 	"github.com/vethroute/vethroute/pkg/uplink"
 )
 
-// syncKey is the only work item: every change leads to a full, level-
-// triggered reconcile, since the routes of one node depend on all nodes.
-const syncKey = "node-routes"
+// The work items. Both are level-triggered: the desired state is computed
+// from the whole cache either way, since the routes of one node depend on
+// all nodes (overlaps), which costs memory work only. What differs is the
+// kernel: syncKey (start, periodic resync, retries) reads the routing table
+// and repairs any drift; changeKey (a Node changed) applies only the
+// routes that differ from what the controller last programmed, so one
+// node's change costs a few netlink requests in any cluster.
+const (
+	syncKey   = "node-routes"
+	changeKey = "node-change"
+)
 
 // errWaiting reports a reconcile that cannot finish until the API delivers
 // something (this node, or its podCIDRs); the informer's next event retries
@@ -42,6 +50,7 @@ var errWaiting = errors.New("waiting for the API")
 type RouteTable interface {
 	Connected() ([]netip.Prefix, error)
 	Sync(desired []noderoutes.Route) (noderoutes.Result, error)
+	Apply(set []noderoutes.Route, remove []netip.Prefix) (noderoutes.Result, error)
 }
 
 // MasqSyncer programs masquerading for a set of pod CIDRs.
@@ -103,6 +112,17 @@ type Controller struct {
 	uplink     *uplink.Uplink
 	mtuProblem string
 	ready      atomic.Bool
+
+	// What the last reconciles left in the kernel, as changeKey's
+	// reconciles build on it: applied are the routes programmed,
+	// conflicts the desired routes a foreign route blocks, connected the
+	// node's connected subnets as the last full sync read them. needFull
+	// is set until a full sync has succeeded since the last failure: after
+	// one, the kernel's state is unknown. Only the worker touches them.
+	applied   map[netip.Prefix]noderoutes.Route
+	conflicts map[netip.Prefix]noderoutes.Conflict
+	connected []netip.Prefix
+	needFull  bool
 }
 
 type problemKey struct{ node, reason string }
@@ -130,15 +150,22 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](cfg.RetryBase, cfg.RetryMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "vethroute-agent"},
 		),
-		routes:   routes,
-		masq:     masq,
-		recorder: recorder,
-		metrics:  metrics,
-		log:      log,
-		reported: map[problemKey]string{},
+		routes:    routes,
+		masq:      masq,
+		recorder:  recorder,
+		metrics:   metrics,
+		log:       log,
+		reported:  map[problemKey]string{},
+		applied:   map[netip.Prefix]noderoutes.Route{},
+		conflicts: map[netip.Prefix]noderoutes.Conflict{},
+		needFull:  true,
+	}
+	// Set before the informer starts (the caller starts it after this).
+	if err := informer.Informer().SetTransform(StripNode); err != nil {
+		return nil, fmt.Errorf("set node informer transform: %w", err)
 	}
 	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { c.queue.Add(syncKey) },
+		AddFunc: func(any) { c.queue.Add(changeKey) },
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*corev1.Node)
 			n, ok2 := newObj.(*corev1.Node)
@@ -146,10 +173,10 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 			// only what routes or the CNI configuration depend on
 			// matters.
 			if !ok1 || !ok2 || relevantChange(o, n) {
-				c.queue.Add(syncKey)
+				c.queue.Add(changeKey)
 			}
 		},
-		DeleteFunc: func(any) { c.queue.Add(syncKey) },
+		DeleteFunc: func(any) { c.queue.Add(changeKey) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("add node event handler: %w", err)
@@ -223,7 +250,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	err := c.reconcile(ctx)
+	err := c.reconcile(ctx, key == syncKey || c.needFull)
 	switch {
 	case err == nil:
 		c.queue.Forget(key)
@@ -232,15 +259,18 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.log.Info("reconcile waiting", "reason", err)
 	default:
 		c.log.Error("reconcile failed; retrying with backoff", "err", err, "retries", c.queue.NumRequeues(key))
+		c.needFull = true
 		c.queue.AddRateLimited(key)
 	}
 	return true
 }
 
 // reconcile computes the desired state from the informer's cache and
-// applies it: CNI configuration, routes, problems, masquerade rules. Run
-// calls it from its single worker; it is not safe for concurrent use.
-func (c *Controller) reconcile(ctx context.Context) (err error) {
+// applies it: CNI configuration, routes, problems, and when full the
+// masquerade rules, which depend on the configuration alone. full re-reads
+// the routing table; otherwise only the routes that changed are written.
+// Run calls it from its single worker; it is not safe for concurrent use.
+func (c *Controller) reconcile(ctx context.Context, full bool) (err error) {
 	start := time.Now()
 	defer func() {
 		c.metrics.ReconcileDuration.Observe(time.Since(start).Seconds())
@@ -267,10 +297,10 @@ func (c *Controller) reconcile(ctx context.Context) (err error) {
 	if err := c.syncConf(nodes); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.syncRoutes(nodes); err != nil {
+	if err := c.syncRoutes(nodes, full); err != nil {
 		errs = append(errs, err)
 	}
-	if c.masq != nil {
+	if full && c.masq != nil {
 		// Only the operator's cluster CIDRs: every pod CIDR a route is
 		// accepted for lies inside them, and a Node cannot widen the set
 		// (a pod CIDR of 0.0.0.0/0 would turn masquerading off).
@@ -344,40 +374,123 @@ func (c *Controller) syncConf(nodes []*corev1.Node) error {
 }
 
 // syncRoutes programs the routes toward the other nodes and reports what
-// had to be skipped.
-func (c *Controller) syncRoutes(nodes []*corev1.Node) error {
-	connected, err := c.routes.Connected()
-	if err != nil {
-		return err
+// had to be skipped: with full, by a Sync of the whole table; otherwise by
+// applying the difference from what the last reconciles programmed.
+func (c *Controller) syncRoutes(nodes []*corev1.Node, full bool) error {
+	if full {
+		connected, err := c.routes.Connected()
+		if err != nil {
+			return err
+		}
+		c.connected = connected
 	}
-	desired, problems := desiredRoutes(c.cfg.NodeName, nodes, podCIDRScope{ClusterCIDRs: c.cfg.ClusterCIDRs, Connected: connected})
+	desired, problems := desiredRoutes(c.cfg.NodeName, nodes, podCIDRScope{ClusterCIDRs: c.cfg.ClusterCIDRs, Connected: c.connected})
 	want := make([]noderoutes.Route, len(desired))
 	owner := map[netip.Prefix]string{}
 	for i, d := range desired {
 		want[i] = d.Route
 		owner[d.Dst] = d.Node
 	}
-	res, syncErr := c.routes.Sync(want)
-	for _, cf := range res.Conflicts {
+	var res noderoutes.Result
+	var syncErr error
+	if full {
+		res, syncErr = c.routes.Sync(want)
+		if syncErr == nil {
+			c.needFull = false
+		}
+		c.applied = map[netip.Prefix]noderoutes.Route{}
+		c.conflicts = map[netip.Prefix]noderoutes.Conflict{}
+		for _, cf := range res.Conflicts {
+			c.conflicts[cf.Want.Dst] = cf
+		}
+		for _, r := range want {
+			if _, ok := c.conflicts[r.Dst]; !ok {
+				c.applied[r.Dst] = r
+			}
+		}
+	} else {
+		res, syncErr = c.applyChanges(want)
+	}
+	for _, d := range want {
+		cf, ok := c.conflicts[d.Dst]
+		if !ok {
+			continue
+		}
 		problems = append(problems, problem{
-			Node: owner[cf.Want.Dst], Reason: reasonRouteConflict,
-			Message: fmt.Sprintf("node %s already has a route it did not create where route %s to node %s's pod CIDR would go (%s); leaving it and skipping", c.cfg.NodeName, cf.Want, owner[cf.Want.Dst], cf.Existing),
+			Node: owner[d.Dst], Reason: reasonRouteConflict,
+			Message: fmt.Sprintf("node %s already has a route it did not create where route %s to node %s's pod CIDR would go (%s); leaving it and skipping", c.cfg.NodeName, cf.Want, owner[d.Dst], cf.Existing),
 		})
 	}
 	c.report(nodes, problems)
-	c.metrics.RoutesProgrammed.Set(float64(res.Programmed))
+	c.metrics.RoutesProgrammed.Set(float64(len(c.applied)))
 	c.metrics.RouteProblems.Set(float64(len(problems)))
 	c.metrics.PodCIDRsRefused.Reset()
 	for _, p := range problems {
 		c.metrics.PodCIDRsRefused.WithLabelValues(p.Reason).Inc()
 	}
 	if res.Added+res.Replaced+res.Removed > 0 {
-		c.log.Info("programmed routes", "added", res.Added, "replaced", res.Replaced, "removed", res.Removed, "programmed", res.Programmed)
+		c.log.Info("programmed routes", "added", res.Added, "replaced", res.Replaced, "removed", res.Removed, "programmed", len(c.applied), "full", full)
 	}
 	if syncErr != nil {
 		return fmt.Errorf("program routes: %w", syncErr)
 	}
 	return nil
+}
+
+// applyChanges writes the routes of want that differ from what is applied
+// (or known blocked by a foreign route) and deletes the applied routes no
+// longer wanted, and records the outcome. A failure leaves the record as it
+// was for the failed route; the full sync that follows a failure repairs
+// the rest.
+func (c *Controller) applyChanges(want []noderoutes.Route) (noderoutes.Result, error) {
+	wanted := make(map[netip.Prefix]bool, len(want))
+	var set []noderoutes.Route
+	for _, d := range want {
+		wanted[d.Dst] = true
+		if a, ok := c.applied[d.Dst]; ok && a == d {
+			continue
+		}
+		if cf, ok := c.conflicts[d.Dst]; ok && cf.Want == d {
+			continue
+		}
+		set = append(set, d)
+	}
+	var remove []netip.Prefix
+	for dst := range c.applied {
+		if !wanted[dst] {
+			remove = append(remove, dst)
+		}
+	}
+	for dst := range c.conflicts {
+		if !wanted[dst] {
+			delete(c.conflicts, dst)
+		}
+	}
+	if len(set) == 0 && len(remove) == 0 {
+		return noderoutes.Result{}, nil
+	}
+	res, err := c.routes.Apply(set, remove)
+	if err != nil {
+		// Which change failed is not known: the retry re-reads the table.
+		return res, err
+	}
+	for _, dst := range remove {
+		delete(c.applied, dst)
+	}
+	blocked := map[netip.Prefix]noderoutes.Conflict{}
+	for _, cf := range res.Conflicts {
+		blocked[cf.Want.Dst] = cf
+	}
+	for _, d := range set {
+		if cf, ok := blocked[d.Dst]; ok {
+			c.conflicts[d.Dst] = cf
+			delete(c.applied, d.Dst)
+			continue
+		}
+		delete(c.conflicts, d.Dst)
+		c.applied[d.Dst] = d
+	}
+	return res, nil
 }
 
 // report announces new or changed problems as Warning Events on the Node

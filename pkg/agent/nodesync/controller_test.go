@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +35,13 @@ type fakeTable struct {
 	syncs     int
 	failNext  int // number of Syncs that fail before one succeeds
 	conflicts map[netip.Prefix]string
+	// applies records the arguments of every Apply.
+	applies []applyCall
+}
+
+type applyCall struct {
+	set    []string
+	remove []string
 }
 
 func (f *fakeTable) Connected() ([]netip.Prefix, error) {
@@ -61,6 +69,49 @@ func (f *fakeTable) Sync(desired []noderoutes.Route) (noderoutes.Result, error) 
 	}
 	res.Programmed = len(f.routes)
 	return res, nil
+}
+
+func (f *fakeTable) Apply(set []noderoutes.Route, remove []netip.Prefix) (noderoutes.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var call applyCall
+	var res noderoutes.Result
+	for _, p := range remove {
+		call.remove = append(call.remove, p.String())
+		n := len(f.routes)
+		f.routes = slices.DeleteFunc(f.routes, func(r noderoutes.Route) bool { return r.Dst == p })
+		res.Removed += n - len(f.routes)
+	}
+	for _, d := range set {
+		call.set = append(call.set, d.String())
+		if e, ok := f.conflicts[d.Dst]; ok {
+			res.Conflicts = append(res.Conflicts, noderoutes.Conflict{Want: d, Existing: e})
+			continue
+		}
+		if i := slices.IndexFunc(f.routes, func(r noderoutes.Route) bool { return r.Dst == d.Dst }); i >= 0 {
+			f.routes[i] = d
+			res.Replaced++
+			continue
+		}
+		f.routes = append(f.routes, d)
+		res.Added++
+	}
+	f.applies = append(f.applies, call)
+	return res, nil
+}
+
+// appliesSince returns the Apply calls from index i on.
+func (f *fakeTable) appliesSince(i int) []applyCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.applies[min(i, len(f.applies)):])
+}
+
+// drop removes a route behind the controller's back (drift).
+func (f *fakeTable) drop(dst string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routes = slices.DeleteFunc(f.routes, func(r noderoutes.Route) bool { return r.Dst.String() == dst })
 }
 
 func (f *fakeTable) state() ([]string, int) {
@@ -403,5 +454,126 @@ func TestControllerRetriesWithBackoff(t *testing.T) {
 	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2")
 	if got := testutil.ToFloat64(h.metrics.ReconcileErrors); got != 3 {
 		t.Errorf("reconcile_errors_total = %v, want 3", got)
+	}
+}
+
+// TestControllerAppliesOnlyChanges checks the incremental path: each Node
+// change writes only the routes that differ, without re-reading the table
+// (no Sync), and the full resync still repairs drift.
+func TestControllerAppliesOnlyChanges(t *testing.T) {
+	table := &fakeTable{connected: prefixes(t, "172.16.0.0/24"), conflicts: map[netip.Prefix]string{}}
+	h := startController(t, table,
+		node("router01", []string{"192.168.0.0/24"}, "172.16.0.1"),
+		node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"),
+		node("router03", []string{"10.0.1.0/24"}, "172.16.0.3"),
+	)
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.2", "10.0.1.0/24 via 172.16.0.3")
+	waitFor(t, "readiness", h.ctrl.Ready)
+	// The start queues both keys (the informer's adds and Run's first
+	// sync), in either order: one or two full Syncs. Wait until the queue
+	// is empty and nothing has run for a while.
+	fullSyncs, quiet := -1, 0
+	waitFor(t, "the start's reconciles", func() bool {
+		_, n := table.state()
+		if n == fullSyncs && h.ctrl.queue.Len() == 0 {
+			quiet++
+		} else {
+			fullSyncs, quiet = n, 0
+		}
+		time.Sleep(100 * time.Millisecond)
+		return quiet >= 3
+	})
+	nodes := h.client.CoreV1().Nodes()
+	ctx := context.Background()
+
+	steps := []struct {
+		name   string
+		change func() error
+		routes []string
+		want   []applyCall
+	}{
+		{
+			name: "a node joins",
+			change: func() error {
+				_, err := nodes.Create(ctx, node("router04", []string{"10.0.2.0/24"}, "172.16.0.4"), metav1.CreateOptions{})
+				return err
+			},
+			routes: []string{"10.0.0.0/24 via 172.16.0.2", "10.0.1.0/24 via 172.16.0.3", "10.0.2.0/24 via 172.16.0.4"},
+			want:   []applyCall{{set: []string{"10.0.2.0/24 via 172.16.0.4"}}},
+		},
+		{
+			name: "a node's InternalIP moves",
+			change: func() error {
+				_, err := nodes.Update(ctx, node("router02", []string{"10.0.0.0/24"}, "172.16.0.12"), metav1.UpdateOptions{})
+				return err
+			},
+			routes: []string{"10.0.0.0/24 via 172.16.0.12", "10.0.1.0/24 via 172.16.0.3", "10.0.2.0/24 via 172.16.0.4"},
+			want:   []applyCall{{set: []string{"10.0.0.0/24 via 172.16.0.12"}}},
+		},
+		{
+			name:   "a node leaves",
+			change: func() error { return nodes.Delete(ctx, "router03", metav1.DeleteOptions{}) },
+			routes: []string{"10.0.0.0/24 via 172.16.0.12", "10.0.2.0/24 via 172.16.0.4"},
+			want:   []applyCall{{remove: []string{"10.0.1.0/24"}}},
+		},
+		{
+			name: "a node claims part of another's pod CIDR: neither is routed",
+			change: func() error {
+				_, err := nodes.Create(ctx, node("router05", []string{"10.0.2.0/25"}, "172.16.0.5"), metav1.CreateOptions{})
+				return err
+			},
+			routes: []string{"10.0.0.0/24 via 172.16.0.12"},
+			want:   []applyCall{{remove: []string{"10.0.2.0/24"}}},
+		},
+		{
+			name: "a route blocked by a foreign one is tried once",
+			change: func() error {
+				table.mu.Lock()
+				table.conflicts[netip.MustParsePrefix("10.0.3.0/24")] = "10.0.3.0/24 via 172.16.0.99 proto static"
+				table.mu.Unlock()
+				_, err := nodes.Create(ctx, node("router06", []string{"10.0.3.0/24"}, "172.16.0.6"), metav1.CreateOptions{})
+				return err
+			},
+			routes: []string{"10.0.0.0/24 via 172.16.0.12"},
+			want:   []applyCall{{set: []string{"10.0.3.0/24 via 172.16.0.6"}}},
+		},
+		{
+			name: "and not again on the next change",
+			change: func() error {
+				_, err := nodes.Create(ctx, node("router07", []string{"10.0.4.0/24"}, "172.16.0.7"), metav1.CreateOptions{})
+				return err
+			},
+			routes: []string{"10.0.0.0/24 via 172.16.0.12", "10.0.4.0/24 via 172.16.0.7"},
+			want:   []applyCall{{set: []string{"10.0.4.0/24 via 172.16.0.7"}}},
+		},
+	}
+	for _, s := range steps {
+		before := len(table.appliesSince(0))
+		if err := s.change(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		h.waitRoutes(t, s.routes...)
+		waitFor(t, s.name+": its Apply", func() bool { return len(table.appliesSince(before)) >= len(s.want) })
+		// Give a stray second Apply the time to show.
+		time.Sleep(50 * time.Millisecond)
+		got := table.appliesSince(before)
+		if !reflect.DeepEqual(got, s.want) {
+			t.Errorf("%s: Apply calls %+v, want %+v", s.name, got, s.want)
+		}
+	}
+	if _, syncs := table.state(); syncs != fullSyncs {
+		t.Errorf("%d full Syncs during the Node changes, want none", syncs-fullSyncs)
+	}
+	if got := testutil.ToFloat64(h.metrics.RoutesProgrammed); got != 2 {
+		t.Errorf("routes_programmed = %v, want 2", got)
+	}
+
+	// A route deleted behind the agent's back comes back with the full
+	// resync, which re-reads the table.
+	table.drop("10.0.0.0/24")
+	h.ctrl.queue.Add(syncKey)
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.12", "10.0.4.0/24 via 172.16.0.7")
+	if _, syncs := table.state(); syncs != fullSyncs+1 {
+		t.Errorf("%d full Syncs after the resync, want 1", syncs-fullSyncs)
 	}
 }

@@ -105,6 +105,10 @@ func desiredRoutes(self string, nodes []*corev1.Node, scope podCIDRScope) ([]nod
 		}
 		addrs = append(addrs, nodeAddrs(n)...)
 	}
+	// Sorted, so that the addresses inside a prefix are one run found by
+	// binary search: the check stays O(log n) per pod CIDR at any cluster
+	// size.
+	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
 
 	// Every claim that is acceptable on its own, before claims are
 	// compared with each other.
@@ -144,9 +148,10 @@ func desiredRoutes(self string, nodes []*corev1.Node, scope podCIDRScope) ([]nod
 	}
 
 	var routes []nodeRoute
+	contest := contestedClaims(claims)
 	for i, cl := range claims {
 		n, p := cl.node, cl.prefix
-		if other, ok := contested(claims, i); ok {
+		if other, ok := contest[i]; ok {
 			report(n, reasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s; neither gets a route from %s until one of them is corrected", p, n.Name, other.prefix, other.node.Name, self)
 			continue
 		}
@@ -179,14 +184,48 @@ type claim struct {
 	node   *corev1.Node
 }
 
-// contested returns a claim of another node that overlaps claims[i].
-func contested(claims []claim, i int) (claim, bool) {
-	for j, c := range claims {
-		if j != i && c.node.Name != claims[i].node.Name && c.prefix.Overlaps(claims[i].prefix) {
-			return c, true
-		}
+// contestedClaims returns, for every claim that overlaps a claim of another
+// node, one such claim. Two prefixes overlap only when one contains the
+// other, so in (address, length) order the prefixes containing a claim are
+// a nested chain of earlier claims: one sorted pass with a stack of that
+// chain finds every overlap, O(n log n) rather than comparing every pair.
+func contestedClaims(claims []claim) map[int]claim {
+	order := make([]int, len(claims))
+	for i := range order {
+		order[i] = i
 	}
-	return claim{}, false
+	slices.SortFunc(order, func(a, b int) int {
+		pa, pb := claims[a].prefix, claims[b].prefix
+		if c := pa.Addr().Compare(pb.Addr()); c != 0 {
+			return c
+		}
+		return pa.Bits() - pb.Bits()
+	})
+	out := map[int]claim{}
+	var chain []int
+	for _, i := range order {
+		p := claims[i].prefix
+		for len(chain) > 0 && !claims[chain[len(chain)-1]].prefix.Contains(p.Addr()) {
+			chain = chain[:len(chain)-1]
+		}
+		// Every claim left on the chain contains p: each one of another
+		// node contests it and is contested by it. The chain holds one
+		// prefix per length, plus claims repeating the same prefix.
+		for k := len(chain) - 1; k >= 0; k-- {
+			j := chain[k]
+			if claims[j].node.Name == claims[i].node.Name {
+				continue
+			}
+			if _, ok := out[i]; !ok {
+				out[i] = claims[j]
+			}
+			if _, ok := out[j]; !ok {
+				out[j] = claims[i]
+			}
+		}
+		chain = append(chain, i)
+	}
+	return out
 }
 
 // nodeAddrs returns the IP addresses a Node reports of itself.
@@ -219,11 +258,12 @@ func insideAny(prefixes []netip.Prefix, p netip.Prefix) bool {
 	return false
 }
 
-func containsAny(p netip.Prefix, addrs []netip.Addr) (netip.Addr, bool) {
-	for _, a := range addrs {
-		if p.Contains(a) {
-			return a, true
-		}
+// containsAny returns an address of sorted (ascending) that p contains.
+func containsAny(p netip.Prefix, sorted []netip.Addr) (netip.Addr, bool) {
+	first := p.Masked().Addr()
+	i, _ := slices.BinarySearchFunc(sorted, first, func(a, b netip.Addr) int { return a.Compare(b) })
+	if i < len(sorted) && p.Contains(sorted[i]) {
+		return sorted[i], true
 	}
 	return netip.Addr{}, false
 }

@@ -85,35 +85,87 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("kubeapi: %v", err)
 	}
-	for _, name := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(binDir, name)); err != nil {
-			if explicit {
-				// An explicit VETHROUTE_K8S_BIN that lacks the binaries
-				// is a broken setup, not a machine without them.
-				t.Fatalf("kubeapi: VETHROUTE_K8S_BIN=%s: %v", binDir, err)
-			}
-			if os.Geteuid() == 0 {
-				// make test runs as root and builds them first (k8s-bins):
-				// a root run without them would pass without its agent tests.
-				t.Fatalf("kubeapi: %s not built: run test/k8s/build.sh (make k8s-bins); looked in %s", name, binDir)
-			}
-			t.Skipf("kubeapi: %s not built and not root: run `make test` as root, or test/k8s/build.sh (make k8s-bins) first; looked in %s", name, binDir)
+	if err := haveBinaries(binDir); err != nil {
+		if explicit {
+			// An explicit VETHROUTE_K8S_BIN that lacks the binaries
+			// is a broken setup, not a machine without them.
+			t.Fatalf("kubeapi: VETHROUTE_K8S_BIN=%s: %v", binDir, err)
 		}
+		if os.Geteuid() == 0 {
+			// make test runs as root and builds them first (k8s-bins):
+			// a root run without them would pass without its agent tests.
+			t.Fatalf("kubeapi: %v: run test/k8s/build.sh (make k8s-bins); looked in %s", err, binDir)
+		}
+		t.Skipf("kubeapi: %v and not root: run `make test` as root, or test/k8s/build.sh (make k8s-bins) first; looked in %s", err, binDir)
 	}
 
-	// Registered before any process starts, so it runs (LIFO) before
-	// t.TempDir's removal and after everything the test registers later.
-	dir := t.TempDir()
+	// The teardown is registered before any process starts, so it runs
+	// (LIFO) before t.TempDir's removal and after everything the test
+	// registers later.
+	s, err := launch(binDir, t.TempDir(), func(s *Server) {
+		t.Cleanup(func() { s.teardown(t) })
+	})
+	if err != nil {
+		t.Fatalf("kubeapi: %v", err)
+	}
+	return s
+}
+
+// Launch is Start for programs that are not tests (benchmarks): it starts
+// etcd and kube-apiserver with their state under dir, which must exist and
+// which the caller removes after Close. On error nothing is left running.
+func Launch(dir string) (*Server, error) {
+	binDir, _, err := findBinDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := haveBinaries(binDir); err != nil {
+		return nil, fmt.Errorf("%w: run test/k8s/build.sh (make k8s-bins); looked in %s", err, binDir)
+	}
+	var started *Server
+	s, err := launch(binDir, dir, func(s *Server) { started = s })
+	if err != nil {
+		started.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops kube-apiserver and etcd; it is safe to call more than once.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range []*proc{s.api, s.etcd} {
+		if p != nil {
+			p.stop()
+		}
+	}
+}
+
+// haveBinaries reports a missing kube-apiserver or etcd in binDir.
+func haveBinaries(binDir string) error {
+	for _, name := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(binDir, name)); err != nil {
+			return fmt.Errorf("%s not built", name)
+		}
+	}
+	return nil
+}
+
+// launch starts etcd and kube-apiserver with their state under dir. It hands
+// the Server to registered before starting any process, so that the caller
+// can arrange its teardown whatever happens next.
+func launch(binDir, dir string, registered func(*Server)) (*Server, error) {
 	s := &Server{binDir: binDir, dir: dir}
-	t.Cleanup(func() { s.teardown(t) })
+	registered(s)
 
 	p, err := newPKI(dir)
 	if err != nil {
-		t.Fatalf("kubeapi: %v", err)
+		return nil, err
 	}
 	ports, err := freePorts(3)
 	if err != nil {
-		t.Fatalf("kubeapi: %v", err)
+		return nil, err
 	}
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
@@ -135,12 +187,12 @@ func Start(t testing.TB) *Server {
 	s.etcd, err = startProc("etcd", filepath.Join(binDir, "etcd"), etcdArgs, filepath.Join(dir, "etcd.log"))
 	s.mu.Unlock()
 	if err != nil {
-		t.Fatalf("kubeapi: %v", err)
+		return nil, err
 	}
 	if err := waitReady(s.etcd, func(ctx context.Context) error {
 		return httpOK(ctx, http.DefaultClient, etcdURL+"/health")
 	}); err != nil {
-		t.Fatalf("kubeapi: etcd on %s: %v", etcdURL, err)
+		return nil, fmt.Errorf("etcd on %s: %w", etcdURL, err)
 	}
 
 	s.apiArgs = []string{
@@ -175,7 +227,7 @@ func Start(t testing.TB) *Server {
 	s.tlsConf.RootCAs.AppendCertsFromPEM(p.caPEM)
 
 	if err := s.startAPI(); err != nil {
-		t.Fatalf("kubeapi: %v", err)
+		return nil, err
 	}
 
 	s.Config = &rest.Config{
@@ -192,9 +244,9 @@ func Start(t testing.TB) *Server {
 	}
 	s.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := writeKubeconfig(s.Kubeconfig, s.URL, p); err != nil {
-		t.Fatalf("kubeapi: %v", err)
+		return nil, err
 	}
-	return s
+	return s, nil
 }
 
 // Stop stops kube-apiserver (SIGTERM, then SIGKILL after a grace period)
@@ -243,13 +295,7 @@ func (s *Server) startAPI() error {
 // teardown stops both processes and, if the test failed, prints the end of
 // their logs, which is usually where the reason is.
 func (s *Server) teardown(t testing.TB) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, p := range []*proc{s.api, s.etcd} {
-		if p != nil {
-			p.stop()
-		}
-	}
+	s.Close()
 	if !t.Failed() {
 		return
 	}
