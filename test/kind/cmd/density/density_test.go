@@ -87,31 +87,6 @@ func TestReferenceConfList(t *testing.T) {
 	}
 }
 
-func TestSpliceSection(t *testing.T) {
-	sec := beginMarker + "\nnew\n" + endMarker + "\n"
-	for _, tc := range []struct {
-		name, doc, want string
-		fails           bool
-	}{
-		{"empty file", "", sec, false},
-		{"appended", "# doc\ntext\n", "# doc\ntext\n\n" + sec, false},
-		{"replaced in the middle", "a\n" + beginMarker + "\nold\n" + endMarker + "\nb\n", "a\n" + sec + "b\n", false},
-		{"replaced at the end", "a\n\n" + beginMarker + "\nold\n" + endMarker + "\n", "a\n\n" + sec, false},
-		{"unpaired", "a\n" + beginMarker + "\n", "", true},
-		{"out of order", endMarker + "\n" + beginMarker + "\n", "", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := spliceSection(tc.doc, sec)
-			if (err != nil) != tc.fails {
-				t.Fatalf("err = %v, want failure %v", err, tc.fails)
-			}
-			if !tc.fails && got != tc.want {
-				t.Fatalf("got %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
 func TestTarget(t *testing.T) {
 	round := func(cni, start float64) roundResult {
 		return roundResult{cniAdd: histogram{cni * 110, 110}, start: histogram{start * 110, 110}, cniFound: true}
@@ -135,9 +110,8 @@ func TestTarget(t *testing.T) {
 			if met != tc.met || ok != tc.measured {
 				t.Fatalf("met=%v measured=%v, want %v %v", met, ok, tc.met, tc.measured)
 			}
-			md := r.markdown()
-			if !strings.HasPrefix(md, beginMarker) || !strings.HasSuffix(md, endMarker+"\n") {
-				t.Fatalf("section is not enclosed in its markers:\n%s", md)
+			if md := r.markdown(); !strings.HasPrefix(md, "## Pod density") {
+				t.Fatalf("section does not start with its heading:\n%s", md)
 			}
 		})
 	}
