@@ -81,7 +81,9 @@ func TestMismatches(t *testing.T) {
 			wants: []string{"10.244.1.9 is reserved but no running pod"}},
 		{name: "missing reservation", edit: func(s *nodeState) { s.ips = s.ips[:1] }, pods: []apiPod{pod},
 			wants: []string{"fd00:10:244:1::5 has no reservation"}},
-		{name: "leaked veth", edit: func(s *nodeState) { s.veths = append(s.veths, veth{"vrtffffffffffff", "vethroute:vethroute:gone:eth0"}) },
+		{name: "leaked veth", edit: func(s *nodeState) {
+			s.veths = append(s.veths, veth{"vrtffffffffffff", "vethroute:vethroute:gone:eth0"})
+		},
 			pods: []apiPod{pod}, wants: []string{"veth vrtffffffffffff (vethroute:vethroute:gone:eth0) exists without its pod"}},
 		{name: "veth without alias", edit: func(s *nodeState) { s.veths = append(s.veths, veth{"vrtffffffffffff", ""}) },
 			pods: []apiPod{pod}, wants: []string{"veth vrtffffffffffff has no alias"}},
