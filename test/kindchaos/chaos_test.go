@@ -166,7 +166,15 @@ func newEnv(t *testing.T, kindBin, nodeImage, probeArchive, pluginImage string) 
 		}
 	})
 	if err := e.Up(); err != nil {
-		t.Fatal(err)
+		// On a loaded machine kubeadm's wait for the control plane can
+		// time out; one fresh try, said in the log, before giving up.
+		t.Logf("cluster creation failed, deleting it and trying once more: %v", kindcluster.LastLines(err.Error(), 5))
+		if derr := e.Delete(); derr != nil {
+			t.Fatal(derr)
+		}
+		if err := e.Up(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The client talks to the port Docker publishes on the loopback for
 	// the API server, never to a node's address.

@@ -62,10 +62,14 @@ func (ch *churn) start() {
 	}()
 }
 
-// halt stops the churn and waits for its last call.
+// halt stops the churn, if it runs, and waits for its last call.
 func (ch *churn) halt() {
+	if ch.stop == nil {
+		return
+	}
 	close(ch.stop)
 	<-ch.done
+	ch.stop = nil
 }
 
 // step makes one create or delete: a create below churnMin pods, a delete

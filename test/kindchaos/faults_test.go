@@ -218,13 +218,14 @@ func (e *env) inject(ch *churn, f fault, target string, round int, pre, post tim
 	e.t.Logf("%s: churn for %s, then the fault", label, pre)
 	c0, d0, r0 := ch.counts()
 	ch.start()
+	// A failed check ends the test; the churn must not outlive it.
+	defer ch.halt()
 	time.Sleep(pre)
 	e.takeNotes()
 	start := time.Now()
 	note, err := f.do(e, target)
 	end := time.Now()
 	if err != nil {
-		ch.halt()
 		e.t.Fatalf("%s: %v\n%s", label, err, e.Describe())
 	}
 	r := result{fault: f.name, target: target, round: round, took: end.Sub(start), notes: []string{note}}
