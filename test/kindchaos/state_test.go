@@ -91,6 +91,11 @@ func parseState(out string) (nodeState, error) {
 		return st, fmt.Errorf("ip -j link: %w\n%s", err, sections["links"])
 	}
 	for _, l := range links {
+		if l.IfName == "" {
+			// ip -j prints an empty object for each link the group
+			// filter left out.
+			continue
+		}
 		st.veths = append(st.veths, veth{l.IfName, l.IfAlias})
 	}
 	for _, fam := range []string{"routes4", "routes6"} {

@@ -16,7 +16,7 @@ fd00:10:244:1::5
 @owners
 aaa:eth0
 @links
-[{"ifindex":7,"ifname":"vrt0123456789ab","ifalias":"vethroute:vethroute:aaa:eth0","group":"30322"}]
+[{},{"ifindex":7,"ifname":"vrt0123456789ab","ifalias":"vethroute:vethroute:aaa:eth0","group":"30322"},{}]
 @routes4
 [{"dst":"10.244.2.0/24","gateway":"172.18.0.4","dev":"eth0","protocol":"87","flags":[]}]
 @routes6
