@@ -53,7 +53,7 @@ func TestParseState(t *testing.T) {
 	// never an empty (and so matching) state.
 	for _, broken := range []string{
 		strings.Replace(sampleState, "@routes6", "@other", 1),
-		strings.Replace(sampleState, `[{"ifindex"`, `[{"ifindex`, 1),
+		strings.Replace(sampleState, `{"ifindex"`, `{"ifindex`, 1),
 		strings.Replace(sampleState, "1733450000000000000", "soon", 1),
 	} {
 		if _, err := parseState(broken); err == nil {
