@@ -229,7 +229,9 @@ func (e *env) inject(ch *churn, f fault, target string, round int, pre, post tim
 		e.t.Fatalf("%s: %v\n%s", label, err, e.Describe())
 	}
 	r := result{fault: f.name, target: target, round: round, took: end.Sub(start), notes: []string{note}}
+	e.t.Logf("%s: fault over after %s (%s); measuring the recovery", label, fmtDur(r.took), note)
 	r.probes, r.routes = e.recover(label, start, end)
+	e.t.Logf("%s: probes answered %s after the fault ended, routes right %s after the agent ran; churning %s more, then the checks", label, fmtDur(r.probes), fmtDur(r.routes), post)
 	time.Sleep(post)
 	ch.halt()
 	c1, d1, r1 := ch.counts()
