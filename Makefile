@@ -98,6 +98,8 @@ e2e-kind: deps build
 ## e2e-kind-chaos: a three-node kind cluster under seeded pod churn while agents, workers, containerd, the API server and the DaemonSet fail one at a time; prints recovery times (root, Docker; CHAOS_SEED, CHAOS_ROUNDS; docs/reliability.md)
 CHAOS_SEED   ?= 0
 CHAOS_ROUNDS ?= 2
+# Its own image tag: a kind-up beside it rebuilds vethroute:kind.
+e2e-kind-chaos: KIND_IMAGE := vethroute:chaos
 e2e-kind-chaos: deps build
 	@set -e; $(KIND_IMAGES); \
 	KIND_BIN="$$KIND_BIN" KIND_NODE_IMAGE="$$KIND_NODE_IMAGE" KIND_PROBE_ARCHIVE="$$KIND_PROBE_ARCHIVE" \
