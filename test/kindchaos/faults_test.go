@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -268,42 +269,38 @@ func (e *env) recover(label string, start, end time.Time) (time.Duration, time.D
 	}()
 
 	conv := map[string]time.Duration{}
+	looked := map[string]bool{}
 	var nodes []apiNode
-	var last map[string]string
+	last := map[string]string{}
+	var mu sync.Mutex
 	for len(conv) < len(e.nodes) && time.Since(end) < recoveryLimit {
 		if n, err := e.apiNodes(); err == nil {
 			nodes = n
 		}
-		last = map[string]string{}
+		var wg sync.WaitGroup
 		for _, node := range e.nodes {
-			if _, done := conv[node]; done || nodes == nil {
+			mu.Lock()
+			_, done := conv[node]
+			lookedBefore := looked[node]
+			mu.Unlock()
+			if done || nodes == nil {
 				continue
 			}
-			st, err := e.readState(node)
-			seen := time.Now()
-			if err != nil {
-				last[node] = err.Error()
-				continue
-			}
-			if st.agent == nil {
-				last[node] = "no agent running"
-				continue
-			}
-			want, err := wantRoutes(nodes, node)
-			if err != nil {
-				last[node] = err.Error()
-				continue
-			}
-			if !slices.Equal(st.routes, want) {
-				last[node] = fmt.Sprintf("routes %v, want %v", st.routes, want)
-				continue
-			}
-			ref := end
-			if st.agent.created.After(start) {
-				ref = st.agent.created
-			}
-			conv[node] = max(seen.Sub(ref), 0)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, why := routesRight(e, nodes, node, start, end, lookedBefore)
+				mu.Lock()
+				defer mu.Unlock()
+				looked[node] = true
+				if why != "" {
+					last[node] = why
+					return
+				}
+				conv[node] = d
+			}()
 		}
+		wg.Wait()
 		if len(conv) < len(e.nodes) {
 			time.Sleep(time.Second)
 		}
@@ -327,6 +324,36 @@ func (e *env) recover(label string, start, end time.Time) (time.Duration, time.D
 		e.t.Errorf("%s: pods on different nodes reached each other %s after the fault ended, want at most %s", label, p.after.Round(100*time.Millisecond), probeBound)
 	}
 	return p.after, worst
+}
+
+// routesRight looks once at node: "" and how long its routes took when
+// they are right, else what is wrong. The time runs from the agent's new
+// container's creation when the agent restarted during the fault, else
+// from the fault's end; an agent that kept running and whose routes are
+// right at the first look after the fault counts 0 (its routes never
+// needed mending as far as anyone saw). Times are the node's clock.
+func routesRight(e *env, nodes []apiNode, node string, start, end time.Time, lookedBefore bool) (time.Duration, string) {
+	st, err := e.readState(node)
+	if err != nil {
+		return 0, err.Error()
+	}
+	if st.agent == nil {
+		return 0, "no agent running"
+	}
+	want, err := wantRoutes(nodes, node)
+	if err != nil {
+		return 0, err.Error()
+	}
+	if !slices.Equal(st.routes, want) {
+		return 0, fmt.Sprintf("routes %v, want %v", st.routes, want)
+	}
+	if st.agent.created.After(start) {
+		return max(st.seen.Sub(st.agent.created), 0), ""
+	}
+	if !lookedBefore {
+		return 0, ""
+	}
+	return max(st.seen.Sub(end), 0), ""
 }
 
 func fmtDur(d time.Duration) string {

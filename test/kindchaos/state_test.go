@@ -20,6 +20,7 @@ type nodeState struct {
 	routes    []string // proto 87 routes, "dst via gateway"
 	sandboxes []sandbox
 	agent     *container // the running agent container, if any
+	seen      time.Time  // when the routes were read, by the node's clock
 }
 
 type veth struct{ name, alias string }
@@ -40,7 +41,10 @@ func stateScript(dataDir, network string) string {
 	return strings.Join([]string{
 		"echo @ips; ls -1 " + store + "/ips 2>/dev/null",
 		"echo @owners; ls -1 " + store + "/owners 2>/dev/null",
+		// The node's clock (the machine's) just before the routes are
+		// read: when they were seen, whatever docker exec's latency.
 		"echo @links; ip -j -d link show group " + vethGroup,
+		"echo @now; date +%s%N",
 		"echo @routes4; ip -j -4 route show proto " + agentRouteProto,
 		"echo @routes6; ip -j -6 route show proto " + agentRouteProto,
 		"echo @pods; crictl pods -o json",
@@ -76,7 +80,7 @@ func parseState(out string) (nodeState, error) {
 			sections[cur] += line + "\n"
 		}
 	}
-	for _, s := range []string{"ips", "owners", "links", "routes4", "routes6", "pods", "agent", "end"} {
+	for _, s := range []string{"ips", "owners", "links", "now", "routes4", "routes6", "pods", "agent", "end"} {
 		if _, ok := sections[s]; !ok {
 			return st, fmt.Errorf("node state lacks section %q:\n%s", s, out)
 		}
@@ -98,6 +102,11 @@ func parseState(out string) (nodeState, error) {
 		}
 		st.veths = append(st.veths, veth{l.IfName, l.IfAlias})
 	}
+	now, err := strconv.ParseInt(strings.TrimSpace(sections["now"]), 10, 64)
+	if err != nil {
+		return st, fmt.Errorf("node clock %q: %w", sections["now"], err)
+	}
+	st.seen = time.Unix(0, now)
 	for _, fam := range []string{"routes4", "routes6"} {
 		var routes []struct {
 			Dst     string `json:"dst"`

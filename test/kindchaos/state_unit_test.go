@@ -17,6 +17,8 @@ fd00:10:244:1::5
 aaa:eth0
 @links
 [{},{"ifindex":7,"ifname":"vrt0123456789ab","ifalias":"vethroute:vethroute:aaa:eth0","group":"30322"},{}]
+@now
+1733450001000000000
 @routes4
 [{"dst":"10.244.2.0/24","gateway":"172.18.0.4","dev":"eth0","protocol":"87","flags":[]}]
 @routes6
@@ -48,6 +50,9 @@ func TestParseState(t *testing.T) {
 	}
 	if st.agent == nil || !st.agent.created.Equal(time.Unix(0, 1733450000000000000)) {
 		t.Errorf("agent %+v", st.agent)
+	}
+	if !st.seen.Equal(time.Unix(0, 1733450001000000000)) {
+		t.Errorf("seen %s", st.seen)
 	}
 	// Output that lost a section, or carries a broken one, is an error,
 	// never an empty (and so matching) state.
