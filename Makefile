@@ -17,7 +17,7 @@ TESTENV   := VETHROUTE_BIN_DIR=$(CURDIR)/$(BIN)
 FUZZTIME  ?=
 FUZZ_BUDGETS := FuzzLoadConf=100000x FuzzOwnerKey=15000x FuzzPoolOps=3000x FuzzStoreRecords=10000x
 
-.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down e2e-images e2e-conformance e2e-conformance-ci bench-density bench-scale
+.PHONY: all build deps test unit race fuzz demo lint install clean bench e2e e2e-containerd k8s-bins reliability agent-test image bench-quick bench-go e2e-kind kind-up kind-down e2e-images e2e-conformance e2e-conformance-ci bench-density bench-scale e2e-kind-chaos
 
 all: build
 
@@ -61,10 +61,11 @@ k8s-bins:
 ## test: everything, as root: lint, unit, integration, end-to-end, fuzz smoke
 # go test's events go through hack/testreport: the counts line, the skip
 # list, and a failure on any skip as root outside its allow-list. test/kind
-# needs the images make e2e-kind builds, so it runs there, not here.
+# and test/kindchaos need the images make e2e-kind builds, so they run
+# there and under e2e-kind-chaos, not here.
 test: deps build k8s-bins lint
 	bash test/e2e/containerd/setup.sh >/dev/null
-	bash -euo pipefail -c 'pkgs=$$($(GO) list ./... | grep -vx "$$($(GO) list -m)/test/kind"); \
+	bash -euo pipefail -c 'm=$$($(GO) list -m); pkgs=$$($(GO) list ./... | grep -vx -e "$$m/test/kind" -e "$$m/test/kindchaos"); \
 	  $(TESTENV) $(GO) test -json -count=1 -p 1 -timeout 60m $$pkgs | $(GO) run ./hack/testreport'
 	$(MAKE) race
 	$(MAKE) fuzz
@@ -93,6 +94,17 @@ e2e-kind: deps build
 	@set -e; $(KIND_IMAGES); \
 	KIND_BIN="$$KIND_BIN" KIND_NODE_IMAGE="$$KIND_NODE_IMAGE" KIND_PROBE_ARCHIVE="$$KIND_PROBE_ARCHIVE" \
 	VETHROUTE_IMAGE=$(KIND_IMAGE) $(TESTENV) $(GO) test -count=1 -v -timeout 40m ./test/kind/
+
+## e2e-kind-chaos: a three-node kind cluster under seeded pod churn while agents, workers, containerd, the API server and the DaemonSet fail one at a time; prints recovery times (root, Docker; CHAOS_SEED, CHAOS_ROUNDS; docs/reliability.md)
+CHAOS_SEED   ?= 0
+CHAOS_ROUNDS ?= 2
+# Its own image tag: a kind-up beside it rebuilds vethroute:kind.
+e2e-kind-chaos: KIND_IMAGE := vethroute:chaos
+e2e-kind-chaos: deps build
+	@set -e; $(KIND_IMAGES); \
+	KIND_BIN="$$KIND_BIN" KIND_NODE_IMAGE="$$KIND_NODE_IMAGE" KIND_PROBE_ARCHIVE="$$KIND_PROBE_ARCHIVE" \
+	VETHROUTE_IMAGE=$(KIND_IMAGE) $(TESTENV) $(GO) test -count=1 -v -timeout 60m ./test/kindchaos/ \
+	  -args -seed='$(CHAOS_SEED)' -rounds='$(CHAOS_ROUNDS)'
 
 ## kind-up: a kind cluster to kubectl into, vethroute its only CNI (root, Docker; KIND_CLUSTER_NAME, KIND_WORKERS, IP_FAMILY=ipv4|ipv6|dual)
 kind-up: deps
