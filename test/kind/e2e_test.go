@@ -255,8 +255,8 @@ func TestKindCluster(t *testing.T) {
 		newImage := c.PluginImage + "-upgrade"
 		c.docker(time.Minute, "tag", c.PluginImage, newImage)
 		t.Cleanup(func() { c.Run(nil, time.Minute, "docker", "image", "rm", newImage) })
-		if out, err := c.Run(nil, 3*time.Minute, c.Kind, "load", "docker-image", newImage, "--name", c.Name); err != nil {
-			t.Fatalf("kind load %s: %v\n%s", newImage, err, out)
+		if err := c.LoadImage(newImage); err != nil {
+			t.Fatal(err)
 		}
 		before := map[string]string{}
 		for _, n := range []node{cp, w1, w2} {
