@@ -82,17 +82,23 @@ e2e: e2e-containerd
 KIND_CLUSTER_NAME ?= vethroute
 KIND_WORKERS      ?= 2
 IP_FAMILY         ?= dual
+# The node's container runtime: containerd2 (built from source) or
+# containerd1 (Debian's 1.6); test/kind/build.sh.
+NODE_RUNTIME      ?= containerd2
+# e2e-kind's own cluster (and Docker network) name, apart from kind-up's.
+E2E_KIND_CLUSTER  ?= vethroute-e2e
 KIND_IMAGE        := vethroute:kind
 # Sets KIND_BIN, KIND_NODE_IMAGE, KIND_PROBE_ARCHIVE and builds KIND_IMAGE
 # into the local Docker; the first line of a recipe's shell.
-KIND_IMAGES = vars=$$(bash test/kind/build.sh); eval "$$vars"; \
+KIND_IMAGES = vars=$$(NODE_RUNTIME='$(NODE_RUNTIME)' bash test/kind/build.sh); eval "$$vars"; \
 	docker image rm $(KIND_IMAGE) >/dev/null 2>&1 || true; \
 	VERSION=$(VERSION) bash deploy/build-image.sh -n $(KIND_IMAGE) -o $(CURDIR)/dist/vethroute-kind.tar >/dev/null
 
-## e2e-kind: a three-node kind cluster with vethroute as its only CNI, every image built here (root, Docker; see docs/kind.md)
+## e2e-kind: a three-node kind cluster with vethroute as its only CNI, every image built here (root, Docker; NODE_RUNTIME=containerd2|containerd1, IP_FAMILY=dual|ipv6|ipv4, E2E_KIND_CLUSTER; see docs/kind.md)
 e2e-kind: deps build
 	@set -e; $(KIND_IMAGES); \
 	KIND_BIN="$$KIND_BIN" KIND_NODE_IMAGE="$$KIND_NODE_IMAGE" KIND_PROBE_ARCHIVE="$$KIND_PROBE_ARCHIVE" \
+	KIND_E2E_CLUSTER='$(E2E_KIND_CLUSTER)' KIND_E2E_FAMILY='$(IP_FAMILY)' NODE_RUNTIME='$(NODE_RUNTIME)' \
 	VETHROUTE_IMAGE=$(KIND_IMAGE) $(TESTENV) $(GO) test -count=1 -v -timeout 40m ./test/kind/
 
 ## e2e-kind-chaos: a three-node kind cluster under seeded pod churn while agents, workers, containerd, the API server and the DaemonSet fail one at a time; prints recovery times (root, Docker; CHAOS_SEED, CHAOS_ROUNDS; docs/reliability.md)
@@ -106,7 +112,7 @@ e2e-kind-chaos: deps build
 	VETHROUTE_IMAGE=$(KIND_IMAGE) $(TESTENV) $(GO) test -count=1 -v -timeout 60m ./test/kindchaos/ \
 	  -args -seed='$(CHAOS_SEED)' -rounds='$(CHAOS_ROUNDS)'
 
-## kind-up: a kind cluster to kubectl into, vethroute its only CNI (root, Docker; KIND_CLUSTER_NAME, KIND_WORKERS, IP_FAMILY=ipv4|ipv6|dual)
+## kind-up: a kind cluster to kubectl into, vethroute its only CNI (root, Docker; KIND_CLUSTER_NAME, KIND_WORKERS, IP_FAMILY=ipv4|ipv6|dual, NODE_RUNTIME=containerd2|containerd1)
 kind-up: deps
 	@set -e; $(KIND_IMAGES); \
 	kbin=$$(bash test/k8s/build.sh | tail -n1); \

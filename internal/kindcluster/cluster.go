@@ -109,6 +109,8 @@ type Cluster struct {
 	env []string
 	// capDrop names the capabilities the shim drops from --privileged.
 	capDrop string
+	// snapshotter is the containerd snapshotter the nodes run.
+	snapshotter string
 }
 
 // New checks the options and prepares kind's environment: the docker shim
@@ -146,8 +148,9 @@ func New(o Options) (*Cluster, error) {
 		return nil, err
 	}
 	return &Cluster{
-		Options: o,
-		capDrop: drop,
+		Options:     o,
+		capDrop:     drop,
+		snapshotter: snapshotter,
 		env: append(os.Environ(),
 			// kind runs "docker" from PATH: the shim first, which hands
 			// everything to the real one and rewrites only --privileged.
@@ -305,12 +308,62 @@ func extraConfig(maxPods int, containerd []string) string {
 
 // Load puts the vethroute image and the probe image into every node.
 func (c *Cluster) Load() error {
-	for _, args := range [][]string{
-		{"load", "docker-image", c.PluginImage, "--name", c.Name},
-		{"load", "image-archive", c.ProbeArchive, "--name", c.Name},
-	} {
-		if out, err := c.Run(nil, 3*time.Minute, c.Kind, args...); err != nil {
-			return fmt.Errorf("kind %s: %w\n%s", strings.Join(args, " "), err, out)
+	if err := c.LoadImage(c.PluginImage); err != nil {
+		return err
+	}
+	return c.LoadArchive(c.ProbeArchive)
+}
+
+// LoadImage puts an image of the local Docker into every node, as
+// `kind load docker-image` would.
+func (c *Cluster) LoadImage(image string) error {
+	dir, err := os.MkdirTemp("", "vethroute-kind-image-")
+	if err != nil {
+		return fmt.Errorf("image archive dir create: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	archive := filepath.Join(dir, "image.tar")
+	if out, err := c.Run(nil, 3*time.Minute, "docker", "save", "-o", archive, image); err != nil {
+		return fmt.Errorf("docker save %s: %w\n%s", image, err, out)
+	}
+	return c.LoadArchive(archive)
+}
+
+// LoadArchive imports an image archive into every node's containerd, in
+// the CRI's namespace and unpacked with the nodes' snapshotter: what
+// `kind load image-archive` runs. kind's own command is not used because
+// kind v0.30 first reads the node's `containerd config dump` to find the
+// snapshotter and knows config versions 2 and 3 only, while containerd 2.3
+// dumps version 4.
+func (c *Cluster) LoadArchive(archive string) error {
+	data, err := os.ReadFile(archive)
+	if err != nil {
+		return fmt.Errorf("image archive read: %w", err)
+	}
+	out, err := c.run(time.Minute, c.Kind, "get", "nodes", "--name", c.Name)
+	if err != nil {
+		return fmt.Errorf("kind get nodes: %w\n%s", err, out)
+	}
+	nodes := strings.Fields(out)
+	if len(nodes) == 0 {
+		return fmt.Errorf("kind cluster %s has no nodes to load %s into", c.Name, archive)
+	}
+	for _, n := range nodes {
+		args := []string{"exec", "-i", n, "ctr", "--namespace=k8s.io", "images", "import", "--all-platforms", "--digests", "--snapshotter=" + c.snapshotter}
+		// containerd 2's ctr imports through the transfer service by
+		// default, which unpacks only for the snapshotters of its own
+		// unpack configuration (overlayfs) and refuses the nodes' native
+		// one ("no unpack platforms defined"); --local imports as ctr 1.x
+		// always did. ctr 1.x does not know the flag.
+		version, err := c.Run(nil, 30*time.Second, "docker", "exec", n, "ctr", "--version")
+		if err != nil {
+			return fmt.Errorf("ctr --version in node %s: %w\n%s", n, err, version)
+		}
+		if strings.Contains(version, "containerd/v2 ") {
+			args = append(args, "--local")
+		}
+		if out, err := c.Run(data, 3*time.Minute, "docker", append(args, "-")...); err != nil {
+			return fmt.Errorf("image import of %s into node %s: %w\n%s", filepath.Base(archive), n, err, out)
 		}
 	}
 	return nil

@@ -4,18 +4,24 @@
 # kubeadm asks for, each made on this machine from the Go module proxy and
 # Debian's packages.
 #
-# Usage: test/kind/build.sh     (root: debootstrap, chroot and docker)
+# Usage: [NODE_RUNTIME=containerd2|containerd1] test/kind/build.sh
+#        (root: debootstrap, chroot and docker)
+#
+# NODE_RUNTIME picks the node's container runtime: containerd2 (the
+# default) is containerd and runc built here from their Go modules at the
+# versions test/kind/versions.env pins; containerd1 is Debian's containerd
+# 1.6 and runc, for the users who still run that.
 #
 # stdout: shell assignments for the e2e, e.g.
 #   KIND_BIN=/root/.cache/vethroute/kind/bin/kind-v0.30.0
-#   KIND_NODE_IMAGE=vethroute-kind/node:v1.34.12-0123456789ab
+#   KIND_NODE_IMAGE=vethroute-kind/node:v1.34.12-containerd2-0123456789ab
 #   KIND_PROBE_ARCHIVE=/root/.cache/vethroute/kind/probe-<key>.tar
 # progress goes to stderr.
 #
 # Why not `kind build node-image`: it starts from kind's base image and pulls
 # etcd, coredns, pause and kindnetd from registries, none of which answer
 # here. Instead the node is a debootstrap'd Debian with systemd, containerd
-# and runc (built with libseccomp, which the static pods' RuntimeDefault
+# and runc (runc with libseccomp, which the static pods' RuntimeDefault
 # profile needs), kind's own base files taken from the kind module zip,
 # the Kubernetes binaries, and the component images imported into the
 # node's containerd under the exact names and tags `kubeadm config images
@@ -26,10 +32,13 @@
 #   kind/bin/kind-<KIND_VERSION>        the CLI
 #   kind/rootfs-<hash>/                 the debootstrap'd root, keyed by suite,
 #                                       mirror and package list
+#   kind/containerd-<version>-<hash>/   containerd, ctr, containerd-shim-runc-v2
+#   kind/runc-<version>-<hash>/         runc (static, with libseccomp)
 #   kind/coredns-<version>/coredns      CoreDNS, when it builds
 #   k8s/<K8S>-etcd<ETCD>/bin/           test/k8s/build.sh's binaries
-# and the docker image vethroute-kind/node:<K8S_VERSION>-<hash of every input
-# of the node image>, so a warm run only hashes a few files and asks docker.
+# and the docker image vethroute-kind/node:<K8S_VERSION>-<NODE_RUNTIME>-<hash
+# of every input of the node image>, so a warm run only hashes a few files
+# and asks docker.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,6 +53,12 @@ die() {
 	log "$*"
 	exit 1
 }
+
+NODE_RUNTIME="${NODE_RUNTIME:-containerd2}"
+case "$NODE_RUNTIME" in
+containerd2 | containerd1) ;;
+*) die "NODE_RUNTIME=$NODE_RUNTIME: want containerd2 (the default) or containerd1" ;;
+esac
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot and docker need it)"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed): the kind e2e needs one"
@@ -60,6 +75,12 @@ export GOWORK=off GOFLAGS="-buildvcs=false" CGO_ENABLED=0
 # Debian packages this script itself runs on the build machine.
 need=()
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# runc links libseccomp statically, and cgo needs a C compiler.
+if [[ "$NODE_RUNTIME" == containerd2 ]]; then
+	dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q 'ok installed' || need+=(libseccomp-dev)
+	command -v gcc >/dev/null || need+=(gcc libc6-dev)
+	command -v pkg-config >/dev/null || need+=(pkg-config)
+fi
 # The probe image's busybox must be the static one (the image has no libc).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
 if ((${#need[@]})); then
@@ -107,9 +128,10 @@ node_inputs=(
 	test/k8s/build.sh test/k8s/versions.env
 	test/e2e/containerd/pause/main.go deploy/ociimage/*.go internal/ociimage/*.go
 )
-# Relative paths, so every clone of the same commit gets the same key.
-node_key="$(cd "$repo" && sha256sum "${node_inputs[@]}" $(find test/kind/node -type f | sort) | sha256sum | cut -c1-12)"
-node_image="vethroute-kind/node:${K8S_VERSION}-${node_key}"
+# Relative paths, so every clone of the same commit gets the same key; the
+# runtime is in it too, so the two variants never share a tag.
+node_key="$(cd "$repo" && { echo "$NODE_RUNTIME"; sha256sum "${node_inputs[@]}" $(find test/kind/node test/kind/node-containerd2 -type f | sort); } | sha256sum | cut -c1-12)"
+node_image="vethroute-kind/node:${K8S_VERSION}-${NODE_RUNTIME}-${node_key}"
 
 emit() {
 	printf 'KIND_BIN=%s\nKIND_NODE_IMAGE=%s\nKIND_PROBE_ARCHIVE=%s\n' "$kind" "$node_image" "$probe"
@@ -154,16 +176,56 @@ if [[ ! -x "$coredns" ]]; then
 	rm -rf "$tmp"
 fi
 
+# ---- containerd 2 and runc ----------------------------------------------------------
+# Built as their Makefiles build them (containerd: no btrfs/devmapper/zfs
+# snapshotters, as kind does; runc: seccomp, without libpathrs, a Rust
+# library Debian does not package), from the module proxy, with -trimpath,
+# and static so nothing depends on the node's libraries. containerd's
+# Makefile sets its version from git, which a module zip lacks, so it is set
+# here: the kubelet reports it as the node's containerRuntimeVersion, from
+# which the agent picks the conflist's cniVersion. runc embeds its VERSION
+# file.
+if [[ "$NODE_RUNTIME" == containerd2 ]]; then
+	ctrd_pkg=github.com/containerd/containerd/v2
+	ctrd_tags="urfave_cli_no_docs no_btrfs no_devmapper no_zfs netgo osusergo static_build"
+	ctrd_ldflags="-s -w -X $ctrd_pkg/version.Version=$CONTAINERD_VERSION -X $ctrd_pkg/version.Package=$ctrd_pkg"
+	runc_tags="seccomp urfave_cli_no_docs netgo osusergo"
+	runc_ldflags="-s -w -linkmode external -extldflags -static-pie"
+	ctrd_dir="$cache/containerd-$CONTAINERD_VERSION-$(printf '%s\n' "$ctrd_tags" "$ctrd_ldflags" | sha256sum | cut -c1-12)"
+	runc_dir="$cache/runc-$RUNC_VERSION-$(printf '%s\n' "$runc_tags" "$runc_ldflags" | sha256sum | cut -c1-12)"
+	if [[ ! -x "$ctrd_dir/containerd-shim-runc-v2" ]]; then
+		log "building containerd $CONTAINERD_VERSION (containerd, ctr, containerd-shim-runc-v2)"
+		tmp="$(mktemp -d "$cache/.containerd.XXXXXX")"
+		(cd /tmp && GOBIN="$tmp" go install -trimpath -tags "$ctrd_tags" -ldflags "$ctrd_ldflags" \
+			"$ctrd_pkg/cmd/containerd@$CONTAINERD_VERSION" "$ctrd_pkg/cmd/ctr@$CONTAINERD_VERSION" >&2)
+		# The shim is built without gRPC, as containerd's Makefile does.
+		(cd /tmp && GOBIN="$tmp" go install -trimpath -tags "$ctrd_tags no_grpc" -ldflags "$ctrd_ldflags" \
+			"$ctrd_pkg/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" >&2)
+		rm -rf "$ctrd_dir"
+		mv "$tmp" "$ctrd_dir"
+	fi
+	if [[ ! -x "$runc_dir/runc" ]]; then
+		log "building runc $RUNC_VERSION"
+		tmp="$(mktemp -d "$cache/.runc.XXXXXX")"
+		(cd /tmp && CGO_ENABLED=1 GOBIN="$tmp" go install -trimpath -buildmode=pie -tags "$runc_tags" -ldflags "$runc_ldflags" \
+			"github.com/opencontainers/runc@$RUNC_VERSION" >&2)
+		rm -rf "$runc_dir"
+		mv "$tmp" "$runc_dir"
+	fi
+fi
+
 # ---- the root filesystem --------------------------------------------------------
 # What kind's base image installs (minus NFS/iSCSI storage helpers and curl,
-# which no test here uses), plus Debian's containerd and runc in place of
-# kind's source builds.
+# which no test here uses); for containerd1 plus Debian's containerd and
+# runc in place of kind's source builds.
 packages=(
 	systemd systemd-sysv dbus
 	conntrack iptables nftables iproute2 ethtool util-linux mount kmod
 	libseccomp2 pigz bash ca-certificates procps jq
-	containerd runc iputils-ping socat
 )
+# In this place of the list, so that containerd1's root keeps its cache key.
+[[ "$NODE_RUNTIME" == containerd1 ]] && packages+=(containerd runc)
+packages+=(iputils-ping socat)
 rootfs_key="$(printf '%s\n' "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "${packages[@]}" | sha256sum | cut -c1-12)"
 rootfs="$cache/rootfs-$rootfs_key"
 if [[ ! -e "$rootfs/.complete" ]]; then
@@ -244,15 +306,28 @@ install -m 0644 "$basefiles"/etc/systemd/system/kubelet.service.d/* "$root/etc/s
 # Our own adjustments (see each file's comment).
 cp -a "$here"/node/. "$root/"
 
-# kind's unit runs /usr/local/bin/containerd; Debian installs /usr/bin.
-ln -sf /usr/bin/containerd "$root/usr/local/bin/containerd"
 # The static pods run the sandbox image kubeadm names, so containerd must
 # use the same one; and this machine forbids a negative oom_score_adj, which
 # containerd would otherwise pass to runc for critical pods.
 pause_image="$(image_of pause)"
-sed -i -e "s|sandbox_image = \".*\"|sandbox_image = \"$pause_image\"|" \
-	-e 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' "$root/etc/containerd/config.toml"
-grep -q "sandbox_image = \"$pause_image\"" "$root/etc/containerd/config.toml" || die "could not set sandbox_image in kind's containerd config"
+if [[ "$NODE_RUNTIME" == containerd2 ]]; then
+	# Where kind's base image puts its source builds.
+	install -m 0755 "$ctrd_dir/containerd" "$ctrd_dir/ctr" "$ctrd_dir/containerd-shim-runc-v2" "$root/usr/local/bin/"
+	install -d "$root/usr/local/sbin"
+	install -m 0755 "$runc_dir/runc" "$root/usr/local/sbin/runc"
+	# Our version 3 config in place of kind's version 2 one.
+	cp -a "$here"/node-containerd2/. "$root/"
+	sed -i -e "s|^\([[:space:]]*sandbox = \).*|\1\"$pause_image\"|" "$root/etc/containerd/config.toml"
+	grep -q "sandbox = \"$pause_image\"" "$root/etc/containerd/config.toml" || die "could not set the sandbox image in the containerd 2 config"
+	chroot "$root" /usr/local/bin/containerd --version >&2
+	chroot "$root" /usr/local/sbin/runc --version >&2
+else
+	# kind's unit runs /usr/local/bin/containerd; Debian installs /usr/bin.
+	ln -sf /usr/bin/containerd "$root/usr/local/bin/containerd"
+	sed -i -e "s|sandbox_image = \".*\"|sandbox_image = \"$pause_image\"|" \
+		-e 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' "$root/etc/containerd/config.toml"
+	grep -q "sandbox_image = \"$pause_image\"" "$root/etc/containerd/config.toml" || die "could not set sandbox_image in kind's containerd config"
+fi
 
 install -m 0755 "$kbin/kubeadm" "$kbin/kubelet" "$kbin/kubectl" "$root/usr/bin/"
 install -m 0755 "$crictl" "$root/usr/local/bin/crictl"
@@ -335,7 +410,9 @@ DOCKER_BUILDKIT=0 docker build -q -f "$work/Dockerfile" -t "$node_image" "$work/
 	die "docker build of the node image's metadata failed"
 }
 
-# Older node images of this cache are now dead weight.
-docker image ls --format '{{.Repository}}:{{.Tag}}' vethroute-kind/node | grep -vxF "$node_image" | xargs -r docker image rm >/dev/null 2>&1 || true
+# Older node images of this runtime are now dead weight; the other
+# variant's stay.
+docker image ls --format '{{.Repository}}:{{.Tag}}' vethroute-kind/node | grep -F -- "-$NODE_RUNTIME-" | grep -vxF "$node_image" |
+	xargs -r docker image rm >/dev/null 2>&1 || true
 log "built $node_image in $((SECONDS - start))s"
 emit

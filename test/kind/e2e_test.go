@@ -36,8 +36,9 @@ type cluster struct {
 }
 
 const (
-	// clusterName also names the cluster's Docker network.
-	clusterName = "vethroute-e2e"
+	// defaultClusterName is the cluster's name (and its Docker network's)
+	// unless KIND_E2E_CLUSTER names another.
+	defaultClusterName = "vethroute-e2e"
 	// vethGroup is the link group vethroute puts every host-side veth in
 	// (pkg/routing.LinkGroup); counting them is the leak check.
 	vethGroup = "30322"
@@ -56,7 +57,20 @@ func TestKindCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kind e2e: skipped in -short mode (it boots a three-node cluster)")
 	}
-	c := newCluster(t, kindBin, nodeImage, probeArchive, pluginImage)
+	fam := kindcluster.Dual
+	if s := os.Getenv("KIND_E2E_FAMILY"); s != "" {
+		var err error
+		if fam, err = kindcluster.ParseFamily(s); err != nil {
+			t.Fatalf("KIND_E2E_FAMILY: %v", err)
+		}
+	}
+	families = familiesOf(fam)
+	kubernetesVIP = fam.KubernetesVIP()
+	name := os.Getenv("KIND_E2E_CLUSTER")
+	if name == "" {
+		name = defaultClusterName
+	}
+	c := newCluster(t, name, fam, kindBin, nodeImage, probeArchive, pluginImage)
 	// Load the images, apply deploy/ (image and --cluster-cidrs replaced),
 	// wait for the agent, every node Ready, and CoreDNS answering a pod.
 	for _, step := range []func() error{c.Load, c.Deploy, c.Wait} {
@@ -230,6 +244,10 @@ func TestKindCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("runtime: cniVersion, and STATUS through the CRI to the Node", func(t *testing.T) {
+		c.checkRuntime(t, w2)
+	})
+
 	t.Run("upgrade keeps pods connected", func(t *testing.T) {
 		// A new image tag makes the DaemonSet roll every agent, one node
 		// at a time, while a pod polls a pod on the other worker every
@@ -237,8 +255,8 @@ func TestKindCluster(t *testing.T) {
 		newImage := c.PluginImage + "-upgrade"
 		c.docker(time.Minute, "tag", c.PluginImage, newImage)
 		t.Cleanup(func() { c.Run(nil, time.Minute, "docker", "image", "rm", newImage) })
-		if out, err := c.Run(nil, 3*time.Minute, c.Kind, "load", "docker-image", newImage, "--name", c.Name); err != nil {
-			t.Fatalf("kind load %s: %v\n%s", newImage, err, out)
+		if err := c.LoadImage(newImage); err != nil {
+			t.Fatal(err)
 		}
 		before := map[string]string{}
 		for _, n := range []node{cp, w1, w2} {
@@ -248,7 +266,7 @@ func TestKindCluster(t *testing.T) {
 			t.Fatalf("%s's state lacks reservations, agent routes or veths, so nothing would be compared:\n%s", w1.name, st)
 		}
 		t.Logf("%s before the upgrade:\n%s", w1.name, before[w1.name])
-		url := "http://" + net.JoinHostPort(b.ips["IPv4"].String(), "8080") + "/"
+		url := "http://" + net.JoinHostPort(b.ips[families[0].name].String(), "8080") + "/"
 		type result struct {
 			out string
 			err error
@@ -421,11 +439,11 @@ func TestKindCluster(t *testing.T) {
 	})
 }
 
-// kubernetesVIP is the kubernetes service's address in the dual-stack
-// cluster: the first of the IPv4 service subnet.
-var kubernetesVIP = kindcluster.Dual.KubernetesVIP()
+// kubernetesVIP is the kubernetes service's address: the first of the
+// primary service subnet (IPv4 in a dual-stack cluster).
+var kubernetesVIP string
 
-// family is one IP family of the dual-stack cluster.
+// family is one IP family of the cluster.
 type family struct {
 	name      string // "IPv4" or "IPv6"
 	podSubnet string
@@ -434,7 +452,18 @@ type family struct {
 // clusterMTU is the MTU of the cluster's Docker network.
 const clusterMTU = 1400
 
-var families = []family{{"IPv4", kindcluster.PodSubnet4}, {"IPv6", kindcluster.PodSubnet6}}
+// families are the cluster's IP families, IPv4 first; every per-family
+// check runs once for each.
+var families []family
+
+func familiesOf(f kindcluster.Family) []family {
+	var fs []family
+	for _, s := range f.PodSubnets() {
+		_, ipn, _ := net.ParseCIDR(s)
+		fs = append(fs, family{familyOf(ipn.IP), s})
+	}
+	return fs
+}
 
 func familyOf(ip net.IP) string {
 	if ip.To4() != nil {
@@ -443,12 +472,12 @@ func familyOf(ip net.IP) string {
 	return "IPv6"
 }
 
-// newCluster creates the dual-stack cluster of one control plane and two
-// workers, and registers its deletion (after a log export when the test
-// failed) with its Docker network.
-func newCluster(t *testing.T, kindBin, nodeImage, probeArchive, pluginImage string) *cluster {
+// newCluster creates the cluster of one control plane and two workers,
+// and registers its deletion (after a log export when the test failed)
+// with its Docker network.
+func newCluster(t *testing.T, name string, fam kindcluster.Family, kindBin, nodeImage, probeArchive, pluginImage string) *cluster {
 	kc, err := kindcluster.New(kindcluster.Options{
-		Name: clusterName, Workers: 2, Family: kindcluster.Dual,
+		Name: name, Workers: 2, Family: fam,
 		// Below the 1500 the pods would get without detection, so the
 		// test sees the agent take the uplink's MTU.
 		MTU:  clusterMTU,
