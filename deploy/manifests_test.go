@@ -38,7 +38,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		kinds = append(kinds, k)
 	}
 	slices.Sort(kinds)
-	if want := []string{"ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role", "RoleBinding", "ServiceAccount"}; !slices.Equal(kinds, want) {
+	if want := []string{"ClusterRole", "ClusterRoleBinding", "DaemonSet", "ServiceAccount"}; !slices.Equal(kinds, want) {
 		t.Fatalf("kinds = %v, want %v", kinds, want)
 	}
 }
@@ -63,20 +63,16 @@ func rules(t *testing.T, rs []rbacv1.PolicyRule) []string {
 }
 
 // TestRBACIsMinimal pins the agent's permissions to what it uses: read
-// Nodes cluster-wide, write Events only in "default", where the API keeps
-// Events about Nodes.
+// Nodes cluster-wide, watch Pods, Namespaces and NetworkPolicies for
+// NetworkPolicy, write Events (about Nodes in "default", about
+// NetworkPolicies in their namespaces).
 func TestRBACIsMinimal(t *testing.T) {
 	ms := load(t)
 	role := ms["ClusterRole"].Object.(*rbacv1.ClusterRole)
-	if got, want := rules(t, role.Rules), []string{"/nodes:get,list,watch"}; !slices.Equal(got, want) {
+	if got, want := rules(t, role.Rules), []string{"/events:create,patch", "/namespaces:list,watch", "/nodes:get,list,watch", "/pods:list,watch", "networking.k8s.io/networkpolicies:list,watch"}; !slices.Equal(got, want) {
 		t.Errorf("ClusterRole rules = %v, want %v", got, want)
 	}
-	events := ms["Role"].Object.(*rbacv1.Role)
-	if got, want := rules(t, events.Rules), []string{"/events:create,patch"}; !slices.Equal(got, want) || events.Namespace != "default" {
-		t.Errorf("Role %s/%s rules = %v, want %v in namespace default", events.Namespace, events.Name, got, want)
-	}
 	crb := ms["ClusterRoleBinding"].Object.(*rbacv1.ClusterRoleBinding)
-	rb := ms["RoleBinding"].Object.(*rbacv1.RoleBinding)
 	sa := ms["ServiceAccount"].Object.(*corev1.ServiceAccount)
 	ds := ms["DaemonSet"].Object.(*appsv1.DaemonSet)
 	bindsSA := func(s []rbacv1.Subject) bool {
@@ -84,9 +80,6 @@ func TestRBACIsMinimal(t *testing.T) {
 	}
 	if crb.RoleRef.Kind != "ClusterRole" || crb.RoleRef.Name != role.Name || !bindsSA(crb.Subjects) {
 		t.Errorf("binding %+v does not bind ClusterRole %s to ServiceAccount %s/%s", crb, role.Name, sa.Namespace, sa.Name)
-	}
-	if rb.Namespace != events.Namespace || rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != events.Name || !bindsSA(rb.Subjects) {
-		t.Errorf("binding %+v does not bind Role %s/%s to ServiceAccount %s/%s", rb, events.Namespace, events.Name, sa.Namespace, sa.Name)
 	}
 	if ds.Spec.Template.Spec.ServiceAccountName != sa.Name || ds.Namespace != sa.Namespace {
 		t.Errorf("DaemonSet runs as %s/%s, want %s/%s", ds.Namespace, ds.Spec.Template.Spec.ServiceAccountName, sa.Namespace, sa.Name)

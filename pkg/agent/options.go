@@ -39,6 +39,7 @@ type Options struct {
 	NoMasqCIDRs      string
 	ClusterCIDRs     string
 	EnableForwarding bool
+	NetworkPolicy    bool
 	HealthAddr       string
 	MetricsAddr      string
 	LogLevel         string
@@ -65,6 +66,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.NoMasqCIDRs, "no-masquerade-cidrs", "", "comma-separated destinations, besides the cluster's pod CIDRs, that pod traffic reaches with the pod's own address (networks that route the pod CIDRs back)")
 	fs.StringVar(&o.ClusterCIDRs, "cluster-cidrs", "", "comma-separated pod CIDRs of the cluster (kube-controller-manager's --cluster-cidr), required: a Node's pod CIDR outside them gets no route, and masquerading treats them as inside the cluster")
 	fs.BoolVar(&o.EnableForwarding, "enable-forwarding", true, "turn on IP forwarding for the families of this node's pod CIDRs")
+	fs.BoolVar(&o.NetworkPolicy, "network-policy", true, "enforce Kubernetes NetworkPolicy for this node's pods (nftables table inet vethroute-netpol; needs the nft binary); false removes the table")
 	fs.StringVar(&o.HealthAddr, "health-addr", "127.0.0.1:9387", "listen address of /healthz and /readyz (and /metrics unless --metrics-addr is set); empty disables")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", "", "listen address of /metrics alone, e.g. the node's address for Prometheus; empty serves /metrics on --health-addr")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")

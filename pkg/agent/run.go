@@ -12,14 +12,17 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
 	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/agent/masquerade"
 	"github.com/vethroute/vethroute/pkg/agent/monitor"
+	"github.com/vethroute/vethroute/pkg/agent/netpolicy"
 	"github.com/vethroute/vethroute/pkg/agent/nodesync"
 	"github.com/vethroute/vethroute/pkg/agent/reaperhost"
+	"github.com/vethroute/vethroute/pkg/netpol"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
 	"github.com/vethroute/vethroute/pkg/uplink"
@@ -78,6 +81,11 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 		return err
 	}
 
+	runPolicy, err := setupNetworkPolicy(ctx, o, client, recorder, metrics, log)
+	if err != nil {
+		return err
+	}
+
 	var live []func() error
 	if o.ReaperSocket != "" {
 		stopReaper, reaperAlive, err := reaperhost.Start(ctx, o.ReaperSocket, metrics, log)
@@ -94,9 +102,17 @@ func Run(ctx context.Context, o Options, version string, log *slog.Logger) error
 	}
 	defer stopHTTP()
 
-	log.Info("starting", "version", version, "conf", cfg.ConfPath, "mtu", mtuSetting(o.MTU), "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "resync", o.ResyncPeriod)
+	log.Info("starting", "version", version, "conf", cfg.ConfPath, "mtu", mtuSetting(o.MTU), "routeProtocol", o.RouteProtocol, "masquerade", o.Masquerade, "networkPolicy", o.NetworkPolicy, "resync", o.ResyncPeriod)
 	factory.Start(ctx.Done())
+	policyCtx, stopPolicy := context.WithCancel(ctx)
+	defer stopPolicy()
+	policyDone := make(chan error, 1)
+	go func() { policyDone <- runPolicy(policyCtx) }()
 	runErr := ctrl.Run(ctx)
+	stopPolicy()
+	if err := <-policyDone; err != nil && ctx.Err() == nil && runErr == nil {
+		runErr = err
+	}
 
 	log.Info("shutting down")
 	factory.Shutdown()
@@ -216,4 +232,49 @@ func setupMasquerade(ctx context.Context, o Options, log *slog.Logger) (nodesync
 		return nil, nil
 	}
 	return m, nil
+}
+
+// setupNetworkPolicy returns the NetworkPolicy controller's run function
+// when --network-policy is on (the default). When it is off, a table left
+// by an earlier run with it on is removed, best effort, and the function
+// does nothing.
+func setupNetworkPolicy(ctx context.Context, o Options, client kubernetes.Interface, recorder record.EventRecorder, metrics *monitor.Metrics, log *slog.Logger) (func(context.Context) error, error) {
+	idle := func(context.Context) error { return nil }
+	nft, err := knftables.New(knftables.InetFamily, netpol.Table)
+	if err != nil {
+		if o.NetworkPolicy {
+			return nil, fmt.Errorf("network policy needs nftables (the nft binary); install it or run with --network-policy=false: %w", err)
+		}
+		log.Debug("nftables unavailable; no network policy table to clean up", "err", err)
+		return idle, nil
+	}
+	engine := netpol.New(nft)
+	if !o.NetworkPolicy {
+		if err := engine.Delete(ctx); err != nil {
+			log.Warn("remove stale network policy table", "err", err)
+		}
+		return idle, nil
+	}
+	veths, err := netpolicy.NewNetlink()
+	if err != nil {
+		return nil, err
+	}
+	factory := netpolicy.NewInformerFactory(client)
+	ctrl, err := netpolicy.NewController(netpolicy.Config{NodeName: o.NodeName, DriftPeriod: o.ResyncPeriod},
+		factory, engine, veths, recorder, netpolicy.NewMetrics(metrics.Registry), log.With("job", "network-policy"))
+	if err != nil {
+		veths.Close()
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		defer veths.Close()
+		if err := netpolicy.Watch(ctx, ctrl.Enqueue, func(err error) { log.Warn("route watch", "err", err) }); err != nil {
+			// Pods wired after their IPs reach the API then wait for the
+			// controller's retry instead.
+			log.Warn("no route watch for network policy", "err", err)
+		}
+		factory.Start(ctx.Done())
+		defer factory.Shutdown()
+		return ctrl.Run(ctx)
+	}, nil
 }

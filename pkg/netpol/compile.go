@@ -243,6 +243,13 @@ func (c *compiler) egressRules(d *desired, p *policy, idx int, r rule) []string 
 		return out
 	}
 	base := fmt.Sprintf("e-%s-%d-named", p.id, idx)
+	rules := append(out,
+		fmt.Sprintf("ip daddr . meta l4proto . th dport @%s4 return", base),
+		fmt.Sprintf("ip6 daddr . meta l4proto . th dport @%s6 return", base))
+	if _, done := d.sets[base+"4"]; done {
+		// Another target pod of the policy compiled it already.
+		return rules
+	}
 	s4 := &setSpec{typ: "ipv4_addr . inet_proto . inet_service", elems: map[string]bool{}}
 	s6 := &setSpec{typ: "ipv6_addr . inet_proto . inet_service", elems: map[string]bool{}}
 	for _, pod := range c.pods {
@@ -269,9 +276,7 @@ func (c *compiler) egressRules(d *desired, p *policy, idx int, r rule) []string 
 	}
 	d.sets[base+"4"] = s4
 	d.sets[base+"6"] = s6
-	return append(out,
-		fmt.Sprintf("ip daddr . meta l4proto . th dport @%s4 return", base),
-		fmt.Sprintf("ip6 daddr . meta l4proto . th dport @%s6 return", base))
+	return rules
 }
 
 // peerRules matches the rule's peers (by dir, saddr or daddr) with match
@@ -284,7 +289,8 @@ func (c *compiler) peerRules(d *desired, p *policy, dirTag string, idx int, r ru
 	}
 	var out []string
 	base := fmt.Sprintf("%s-%s-%d-", dirTag, p.id, idx)
-	if r.hasPods {
+	if _, done := d.sets[base+"pod4"]; r.hasPods && !done {
+		// Sets depend on the policy, not the target pod: computed once.
 		s4 := &setSpec{typ: "ipv4_addr", elems: map[string]bool{}}
 		s6 := &setSpec{typ: "ipv6_addr", elems: map[string]bool{}}
 		for _, pod := range c.pods {
@@ -301,6 +307,8 @@ func (c *compiler) peerRules(d *desired, p *policy, dirTag string, idx int, r ru
 		}
 		d.sets[base+"pod4"] = s4
 		d.sets[base+"pod6"] = s6
+	}
+	if r.hasPods {
 		out = append(out,
 			fmt.Sprintf("ip %s @%spod4 %s", dir, base, tail),
 			fmt.Sprintf("ip6 %s @%spod6 %s", dir, base, tail))

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/knftables"
 
 	"github.com/vethroute/vethroute/internal/testutil"
@@ -58,11 +61,26 @@ func TestKernelAcceptsTable(t *testing.T) {
 			func(s *State) { // the ipBlock changes: interval set replaced
 				s.Policies[0].Spec.Ingress[0].From[1].IPBlock.Except = []string{"172.16.0.0/16", "172.31.255.0/24"}
 			},
+			func(s *State) { // edges: whole address spaces minus a part, single addresses, extreme ports
+				s.Policies = append(s.Policies, np("a", "edges", sel("app", "dual"), func(sp *networkingv1.NetworkPolicySpec) {
+					sp.Ingress = []networkingv1.NetworkPolicyIngressRule{{
+						From: []networkingv1.NetworkPolicyPeer{
+							{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: []string{"10.0.0.0/8", "255.255.255.255/32"}}},
+							{IPBlock: &networkingv1.IPBlock{CIDR: "::/0", Except: []string{"::/128"}}},
+							{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.1/32"}},
+						},
+						Ports: []networkingv1.NetworkPolicyPort{port("", intstr.FromInt32(1)), port(corev1.ProtocolUDP, intstr.FromInt32(65535)), port(corev1.ProtocolSCTP, intstr.FromInt32(1), 65535)},
+					}}
+				}))
+			},
 			func(s *State) { // a new isolated local pod
 				s.Pods = append(s.Pods, Pod{Namespace: "a", Name: "web2", Labels: map[string]string{"app": "web"}, IPs: ips("10.0.0.8"), HostVeth: "vrweb2"})
 			},
 			func(s *State) { // the web policy goes away
 				s.Policies = s.Policies[1:]
+			},
+			func(s *State) { // the edges too
+				s.Policies = s.Policies[:1]
 			},
 			func(s *State) { // and everything else
 				s.Policies = nil

@@ -53,6 +53,7 @@ func newUninstallNode(t *testing.T) *uninstallNode {
 	run("ip", "route", "add", "10.8.0.0/24", "via", "172.30.0.2", "proto", "87")
 	run("ip", "route", "add", "10.7.0.0/24", "via", "172.30.0.2", "proto", "static")
 	run("nft", "add", "table", "inet", "vethroute-agent")
+	run("nft", "add", "table", "inet", "vethroute-netpol")
 	run("nft", "add", "table", "inet", "someone-else")
 	return n
 }
@@ -85,7 +86,7 @@ func (n *uninstallNode) state(t *testing.T) string {
 }
 
 // TestUninstall is issue 17's uninstall: the node loses vethroute's
-// conflist, binaries, routes (proto 86 and 87) and nftables table, and
+// conflist, binaries, routes (proto 86 and 87) and nftables tables, and
 // keeps everyone else's; it refuses while pods use vethroute or an agent
 // serves the reaper.
 func TestUninstall(t *testing.T) {
@@ -151,7 +152,7 @@ func TestUninstall(t *testing.T) {
 		}
 		after := n.state(t)
 		t.Logf("before:\n%s\nafter:\n%s\nuninstall said:\n%s", before, after, out)
-		for _, gone := range []string{"file 10-vethroute.conflist", "file vethroute", "file portmap", "10.9.0.0/24", "10.8.0.0/24", "table inet vethroute-agent"} {
+		for _, gone := range []string{"file 10-vethroute.conflist", "file vethroute", "file portmap", "10.9.0.0/24", "10.8.0.0/24", "table inet vethroute-agent", "table inet vethroute-netpol"} {
 			if !strings.Contains(before, gone) {
 				t.Fatalf("setup lacks %q:\n%s", gone, before)
 			}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/vethroute/vethroute/pkg/agent/masquerade"
+	"github.com/vethroute/vethroute/pkg/netpol"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 	"github.com/vethroute/vethroute/pkg/routing"
 )
@@ -108,8 +109,10 @@ func Run(ctx context.Context, opts Options, log *slog.Logger) ([]string, error) 
 			note(fmt.Sprintf("route %s via %s proto %d", r.Dst, r.Gw, proto))
 		}
 	}
-	if err := removeTable(ctx, note, log); err != nil {
-		errs = append(errs, err)
+	for _, table := range []string{masquerade.Table, netpol.Table} {
+		if err := removeTable(ctx, table, note, log); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if opts.ReaperSocket != "" {
 		if err := removeFile(opts.ReaperSocket, note); err != nil {
@@ -208,23 +211,25 @@ func removeBinaries(binDir, pluginDir string, note func(string)) error {
 	return errors.Join(errs...)
 }
 
-// removeTable deletes the agent's masquerade table. Without nft there is
-// no table the agent could have made.
-func removeTable(ctx context.Context, note func(string), log *slog.Logger) error {
-	nft, err := knftables.New(knftables.InetFamily, masquerade.Table)
+// removeTable deletes one of the agent's tables (masquerade, network
+// policy). Without nft there is no table the agent could have made.
+func removeTable(ctx context.Context, table string, note func(string), log *slog.Logger) error {
+	nft, err := knftables.New(knftables.InetFamily, table)
 	if err != nil {
-		log.Info("nftables unavailable; no table to remove", "err", err)
+		log.Info("nftables unavailable; no table to remove", "table", table, "err", err)
 		return nil
 	}
 	if _, err := nft.List(ctx, "chains"); err != nil {
 		if knftables.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("list table inet %s: %w", masquerade.Table, err)
+		return fmt.Errorf("list table inet %s: %w", table, err)
 	}
-	if err := masquerade.New(nft, nil).Delete(ctx); err != nil {
-		return err
+	tx := nft.NewTransaction()
+	tx.Delete(&knftables.Table{})
+	if err := nft.Run(ctx, tx); err != nil && !knftables.IsNotFound(err) {
+		return fmt.Errorf("delete table inet %s: %w", table, err)
 	}
-	note("nftables table inet " + masquerade.Table)
+	note("nftables table inet " + table)
 	return nil
 }
