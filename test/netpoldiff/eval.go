@@ -12,12 +12,14 @@ import (
 )
 
 // Cluster is the state a verdict depends on: every namespace, every pod
-// (with its addresses in status.podIPs) and every policy. The evaluator
-// reads it as the API reference describes the objects; it never consults
-// the engine under test.
+// (with its addresses in status.podIPs and its node in spec.nodeName),
+// every node (its status.addresses) and every policy. The evaluator reads
+// it as the API reference describes the objects; it never consults the
+// engine under test.
 type Cluster struct {
 	Namespaces []corev1.Namespace
 	Pods       []corev1.Pod
+	Nodes      []corev1.Node
 	Policies   []networkingv1.NetworkPolicy
 }
 
@@ -63,10 +65,12 @@ func (c *Cluster) EgressAllowed(p Packet) bool {
 
 // IngressAllowed reports whether the destination's side admits the packet,
 // with the same rules as EgressAllowed mirrored: the peer is the source and
-// named ports are the destination pod's.
+// named ports are the destination pod's. Traffic from the pod's own node
+// is always admitted: the concept page lists blocking it among what
+// NetworkPolicy cannot do.
 func (c *Cluster) IngressAllowed(p Packet) bool {
 	dst := c.PodByIP(p.Dst)
-	if dst == nil {
+	if dst == nil || c.isNodeOf(p.Src, dst) {
 		return true
 	}
 	isolated := false
@@ -242,6 +246,21 @@ func (c *Cluster) PodByIP(addr netip.Addr) *corev1.Pod {
 		}
 	}
 	return nil
+}
+
+// isNodeOf reports whether addr is an address of the node pod runs on.
+func (c *Cluster) isNodeOf(addr netip.Addr, pod *corev1.Pod) bool {
+	for _, n := range c.Nodes {
+		if n.Name != pod.Spec.NodeName || n.Name == "" {
+			continue
+		}
+		for _, na := range n.Status.Addresses {
+			if a, err := netip.ParseAddr(na.Address); err == nil && a.Unmap() == addr.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (c *Cluster) namespace(name string) *corev1.Namespace {

@@ -26,7 +26,7 @@ var (
 // NetworkPolicy concept page: a db pod in default, a frontend beside it, a
 // client in a namespace labelled project=myproject and one in another.
 func docsCluster(policies ...networkingv1.NetworkPolicy) *Cluster {
-	return &Cluster{
+	c := &Cluster{
 		Namespaces: []corev1.Namespace{
 			namespace("default", nil),
 			namespace("myproject", map[string]string{"project": "myproject"}),
@@ -45,8 +45,14 @@ func docsCluster(policies ...networkingv1.NetworkPolicy) *Cluster {
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hostnet", Labels: map[string]string{"role": "db"}},
 				Spec: corev1.PodSpec{HostNetwork: true}, Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.9.9.9"}}}},
 		},
+		Nodes:    []corev1.Node{node("node-a", "172.30.0.1", "fd00:30::1"), node("node-b", "172.30.0.2")},
 		Policies: policies,
 	}
+	for i := range c.Pods {
+		c.Pods[i].Spec.NodeName = "node-a"
+	}
+	c.Pods[4].Spec.NodeName = "node-b" // other/client
+	return c
 }
 
 // docsExample is the test-network-policy of the concept page.
@@ -254,6 +260,17 @@ func TestEvaluator(t *testing.T) {
 			{pkt("10.1.0.11", "10.1.0.10", tcp, 1), true},
 			{pkt("10.1.0.11", "10.1.0.30", tcp, 1), false},
 			{pkt("10.1.0.30", "10.1.0.11", tcp, 1), false},
+		}},
+		{name: "a pod's own node always reaches it", policies: []networkingv1.NetworkPolicy{
+			policy("default", "deny", networkingv1.NetworkPolicySpec{PolicyTypes: bothTypes}),
+			policy("other", "deny", networkingv1.NetworkPolicySpec{PolicyTypes: bothTypes}),
+		}, checks: []check{
+			{pkt("172.30.0.1", "10.1.0.10", tcp, 1), true},
+			{pkt("fd00:30::1", "fd00:1::10", udp, 1), true},
+			{pkt("172.30.0.1", "10.1.0.31", tcp, 1), false}, // client runs on node-b
+			{pkt("172.30.0.2", "10.1.0.31", tcp, 1), true},
+			{pkt("172.30.0.2", "10.1.0.10", tcp, 1), false},
+			{pkt("10.1.0.10", "172.30.0.1", tcp, 1), false}, // the other way is egress: no exception
 		}},
 		{name: "host network pods are never selected", policies: []networkingv1.NetworkPolicy{
 			policy("default", "deny", networkingv1.NetworkPolicySpec{PolicyTypes: bothTypes}),

@@ -55,9 +55,15 @@ func (g *generator) cluster() *Cluster {
 	for _, n := range nsNames {
 		c.Namespaces = append(c.Namespaces, namespace(n, g.labels(nsLabels, 0.6)))
 	}
+	c.Nodes = []corev1.Node{node("node-a", "172.30.0.1", "fd00:30::1"), node("node-b", "172.30.0.2", "fd00:30::2")}
 	for _, e := range g.tb.endpoints {
 		if e.pod {
-			c.Pods = append(c.Pods, g.pod(e))
+			p := g.pod(e)
+			p.Spec.NodeName = "node-b"
+			if e.local {
+				p.Spec.NodeName = "node-a"
+			}
+			c.Pods = append(c.Pods, p)
 		}
 	}
 	for i := range g.r.IntN(6) {
@@ -91,6 +97,7 @@ func (g *generator) mutate(c *Cluster) *Cluster {
 	n := &Cluster{
 		Namespaces: append([]corev1.Namespace(nil), c.Namespaces...),
 		Pods:       append([]corev1.Pod(nil), c.Pods...),
+		Nodes:      c.Nodes,
 		Policies:   append([]networkingv1.NetworkPolicy(nil), c.Policies...),
 	}
 	for range 1 + g.r.IntN(3) {
@@ -280,18 +287,26 @@ func (g *generator) ports() []networkingv1.NetworkPolicyPort {
 	return out
 }
 
+// destinations are the endpoints src sends to through the node: the local
+// pods, and from a local pod every other endpoint but the node itself
+// (a pod's traffic to its node is the node's input, which policies leave
+// alone in this engine and the API does not settle).
+func (tb *testbed) destinations(src *endpoint) []*endpoint {
+	var out []*endpoint
+	for _, e := range tb.endpoints {
+		if e != src && !e.node && (src.local || e.local) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // packet is a random case the node sees: at least one end local, either
 // family, TCP or UDP, a port every endpoint serves; half the time one of
 // the destination pod's container ports, where named ports decide.
 func (g *generator) packet(c *Cluster) *probeCase {
 	src := pick(g, g.tb.endpoints)
-	var dsts []*endpoint
-	for _, e := range g.tb.endpoints {
-		if e != src && (src.local || e.local) {
-			dsts = append(dsts, e)
-		}
-	}
-	pc := &probeCase{src: src, dst: pick(g, dsts), v6: g.chance(0.5),
+	pc := &probeCase{src: src, dst: pick(g, g.tb.destinations(src)), v6: g.chance(0.5),
 		proto: pick(g, []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}), port: pick(g, servicePorts)}
 	if pod := c.PodByIP(pc.dstAddr()); pod != nil && g.chance(0.5) {
 		var named []int32

@@ -24,7 +24,8 @@ import (
 // The test node: pods behind vethroute veths in 10.60.1.0/24 and
 // fd00:60:1::/64, another node's pods (10.60.2.0/24, fd00:60:2::/64) and
 // hosts outside the cluster (10.62.0.0/24, fd00:62::/64) as addresses of
-// one "remote" namespace the node routes to through an uplink veth.
+// one "remote" namespace the node routes to through an uplink veth
+// (172.30.0.1 and fd00:30::1 on the node, .2 and ::2 on the remote side).
 const (
 	localPods  = 6
 	remotePods = 3
@@ -43,6 +44,9 @@ type endpoint struct {
 	v4, v6 netip.Addr
 	local  bool // behind a veth of the test node
 	pod    bool // a pod of the cluster (local or remote), not an external host
+	// node is the test node itself, a source only: what it sends its pods
+	// leaves through the output hook, never forwarded.
+	node bool
 	// containerID and hostVeth are a local pod's attachment.
 	containerID, hostVeth string
 }
@@ -124,11 +128,15 @@ func newTestbed(t *testing.T) *testbed {
 		testutil.MustRunIn(t, tb.remote, "ip", "-6", "addr", "add", e.v6.String()+"/128", "dev", "lo", "nodad")
 		tb.endpoints = append(tb.endpoints, e)
 	}
+	tb.endpoints = append(tb.endpoints, &endpoint{name: "node", netns: tb.node, node: true,
+		v4: netip.MustParseAddr("172.30.0.1"), v6: netip.MustParseAddr("fd00:30::1")})
 	for _, n := range append([]ns.NetNS{tb.node, tb.remote}, tb.localNS()...) {
 		testutil.SettleDAD(t, n)
 	}
 	for _, e := range tb.endpoints {
-		serve(t, e)
+		if !e.node {
+			serve(t, e)
+		}
 	}
 	return tb
 }
