@@ -231,8 +231,11 @@ func selects(sel *metav1.LabelSelector, l map[string]string) bool {
 }
 
 // PodByIP returns the pod that has addr among its status.podIPs, nil when
-// the address is no pod's. Host-network pods share the node's address and
-// are not pods to policy peers.
+// the address is no pod's. Host-network pods share their node's address;
+// the concept page leaves their treatment to the implementation, between
+// telling them apart and treating their traffic as the node's. This
+// evaluator takes the second reading (selectors never pick them, ipBlock
+// may), which is the engine's documented one.
 func (c *Cluster) PodByIP(addr netip.Addr) *corev1.Pod {
 	for i := range c.Pods {
 		pod := &c.Pods[i]

@@ -57,6 +57,11 @@ func (g *generator) cluster() *Cluster {
 	}
 	c.Nodes = []corev1.Node{node("node-a", "172.30.0.1", "fd00:30::1"), node("node-b", "172.30.0.2", "fd00:30::2")}
 	for _, e := range g.tb.endpoints {
+		if e.name == "hostnet" {
+			p := g.pod(e)
+			p.Spec.NodeName, p.Spec.HostNetwork = "node-b", true
+			c.Pods = append(c.Pods, p)
+		}
 		if e.pod {
 			p := g.pod(e)
 			p.Spec.NodeName = "node-b"

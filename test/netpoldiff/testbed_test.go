@@ -128,8 +128,11 @@ func newTestbed(t *testing.T) *testbed {
 		testutil.MustRunIn(t, tb.remote, "ip", "-6", "addr", "add", e.v6.String()+"/128", "dev", "lo", "nodad")
 		tb.endpoints = append(tb.endpoints, e)
 	}
+	// The node, and the other node's own address: a host-network pod runs
+	// there, which selectors must not take for a pod.
 	tb.endpoints = append(tb.endpoints, &endpoint{name: "node", netns: tb.node, node: true,
-		v4: netip.MustParseAddr("172.30.0.1"), v6: netip.MustParseAddr("fd00:30::1")})
+		v4: netip.MustParseAddr("172.30.0.1"), v6: netip.MustParseAddr("fd00:30::1")},
+		&endpoint{name: "hostnet", netns: tb.remote, v4: netip.MustParseAddr("172.30.0.2"), v6: netip.MustParseAddr("fd00:30::2")})
 	for _, n := range append([]ns.NetNS{tb.node, tb.remote}, tb.localNS()...) {
 		testutil.SettleDAD(t, n)
 	}
