@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -116,6 +117,8 @@ type policy struct {
 type compiler struct {
 	nsLabels map[string]labels.Set
 	pods     []*Pod
+	byNS     map[string][]*Pod // pods that selectors can pick: not host-network
+	nsNames  []string          // keys of byNS, sorted
 	errs     []error
 }
 
@@ -136,6 +139,13 @@ func compile(s State) (*desired, []error) {
 		}
 		c.pods = append(c.pods, &pod)
 	}
+	c.byNS = map[string][]*Pod{}
+	for _, pod := range c.pods {
+		if !pod.HostNetwork {
+			c.byNS[pod.Namespace] = append(c.byNS[pod.Namespace], pod)
+		}
+	}
+	c.nsNames = slices.Sorted(maps.Keys(c.byNS))
 	var pols []*policy
 	for _, np := range s.Policies {
 		if np == nil {
@@ -252,12 +262,16 @@ func (c *compiler) egressRules(d *desired, p *policy, idx int, r rule) []string 
 	}
 	s4 := &setSpec{typ: "ipv4_addr . inet_proto . inet_service", elems: map[string]bool{}}
 	s6 := &setSpec{typ: "ipv6_addr . inet_proto . inet_service", elems: map[string]bool{}}
+	selected := map[*Pod]bool{}
+	for _, pod := range c.peerPods(p, r) {
+		selected[pod] = true
+	}
 	for _, pod := range c.pods {
 		if pod.HostNetwork {
 			continue
 		}
 		for _, ip := range pod.IPs {
-			if !r.allPeers && !c.peerPodMatch(p, r, pod) && !inRanges(r.cidrs, ip) {
+			if !r.allPeers && !selected[pod] && !inRanges(r.cidrs, ip) {
 				continue
 			}
 			for _, np := range r.named {
@@ -293,10 +307,7 @@ func (c *compiler) peerRules(d *desired, p *policy, dirTag string, idx int, r ru
 		// Sets depend on the policy, not the target pod: computed once.
 		s4 := &setSpec{typ: "ipv4_addr", elems: map[string]bool{}}
 		s6 := &setSpec{typ: "ipv6_addr", elems: map[string]bool{}}
-		for _, pod := range c.pods {
-			if pod.HostNetwork || !c.peerPodMatch(p, r, pod) {
-				continue
-			}
+		for _, pod := range c.peerPods(p, r) {
 			for _, ip := range pod.IPs {
 				if ip.Is4() {
 					s4.elems[ip.String()] = true
@@ -342,21 +353,26 @@ func (c *compiler) peerRules(d *desired, p *policy, dirTag string, idx int, r ru
 	return out
 }
 
-// peerPodMatch reports whether one of r's pod peers selects pod.
-func (c *compiler) peerPodMatch(p *policy, r rule, pod *Pod) bool {
+// peerPods are the pods r's pod peers select, host-network pods never:
+// namespaces are matched first, so a peer of the policy's own namespace
+// looks at that namespace's pods only.
+func (c *compiler) peerPods(p *policy, r rule) []*Pod {
+	var out []*Pod
+	seen := map[*Pod]bool{}
 	for _, pp := range r.pods {
-		if pp.nsSel == nil {
-			if pod.Namespace != p.ns {
+		for _, ns := range c.nsNames {
+			if pp.nsSel == nil && ns != p.ns || pp.nsSel != nil && !pp.nsSel.Matches(c.nsLabels[ns]) {
 				continue
 			}
-		} else if !pp.nsSel.Matches(c.nsLabels[pod.Namespace]) {
-			continue
-		}
-		if pp.podSel == nil || pp.podSel.Matches(labels.Set(pod.Labels)) {
-			return true
+			for _, pod := range c.byNS[ns] {
+				if !seen[pod] && (pp.podSel == nil || pp.podSel.Matches(labels.Set(pod.Labels))) {
+					seen[pod] = true
+					out = append(out, pod)
+				}
+			}
 		}
 	}
-	return false
+	return out
 }
 
 // portMatch is an anonymous set of protocol and port ranges, merged so

@@ -102,6 +102,8 @@ type Controller struct {
 	// reported holds the problems announced per policy, so an Event goes
 	// out when a problem appears or changes. Only the worker touches it.
 	reported map[string]string
+	// reportedPods holds the pod problems already logged.
+	reportedPods map[string]bool
 }
 
 // NewInformerFactory returns an informer factory whose caches keep only
@@ -373,6 +375,7 @@ func (c *Controller) state() (netpol.State, int, error) {
 // report sends an Event on each policy whose problems appeared or changed.
 func (c *Controller) report(errs []error) {
 	now := map[string][]string{}
+	pods := map[string]bool{}
 	for _, err := range errs {
 		var pe netpol.PolicyError
 		if errors.As(err, &pe) {
@@ -380,8 +383,12 @@ func (c *Controller) report(errs []error) {
 			now[key] = append(now[key], pe.Err.Error())
 			continue
 		}
-		c.log.Warn("network policy not applied to a pod", "err", err)
+		pods[err.Error()] = true
+		if !c.reportedPods[err.Error()] {
+			c.log.Warn("network policy not applied to a pod", "err", err)
+		}
 	}
+	c.reportedPods = pods
 	for key, msgs := range now {
 		msg := strings.Join(msgs, "; ")
 		if c.reported[key] == msg {
