@@ -81,7 +81,7 @@ e2e: e2e-containerd
 KIND_CLUSTER_NAME ?= vethroute
 KIND_WORKERS      ?= 2
 IP_FAMILY         ?= dual
-KIND_IMAGE        := vethroute:kind
+KIND_IMAGE        := vethroute:kind-$(KIND_CLUSTER_NAME)
 # Sets KIND_BIN, KIND_NODE_IMAGE, KIND_PROBE_ARCHIVE and builds KIND_IMAGE
 # into the local Docker; the first line of a recipe's shell.
 KIND_IMAGES = vars=$$(bash test/kind/build.sh); eval "$$vars"; \
