@@ -575,7 +575,7 @@ func (r *report) writeNetpol(w func(string, ...any)) {
 	w("| pod delete: p50 / p99 | %s / %s | (a full restore) |\n", durations(c.PodDel).median().Round(time.Microsecond), durations(c.PodDel).p99().Round(time.Microsecond))
 	w("| policy change: p50 / p99 (%d samples) | %s / %s | (a full restore) |\n", len(c.PolicyChange),
 		durations(c.PolicyChange).median().Round(time.Microsecond), durations(c.PolicyChange).p99().Round(time.Microsecond))
-	w("| peak RSS of the process holding state and engine | %s | — |\n\n", mib(n.rssKB))
+	w("| peak RSS (GNU time: the engine's process or an `nft` it ran, whichever peaked) | %s | — |\n\n", mib(n.rssKB))
 	w("Data plane: two pods on one node (`pkg/routing`), iperf3 TCP from one to the other, %s per run, rounds alternating; %d policies select both pods for ingress and egress, each allowing a port of its own, the last one iperf3's. Gbit/s, best / median (runs):\n\n", r.opts.iperfTime, n.dpPolicies)
 	w("| no policy | vethroute, %d policies | kube-router-style iptables, %d policies | ratio vethroute / none (best) |\n|---|---|---|---|\n", n.dpPolicies, n.dpPolicies)
 	ratio := 0.0
