@@ -215,6 +215,13 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
+	if np := rep.netpol; np.skipped == "" {
+		c := np.child
+		if len(np.errs) != 0 || len(c.Full) == 0 || len(c.PodAdd) == 0 || len(c.PolicyChange) == 0 || np.rssKB == 0 || len(np.iptPodAdd) == 0 || len(np.dpVeth) == 0 {
+			t.Errorf("netpol: errors %v, %d full syncs, %d pod adds, %d policy changes, RSS %d KiB, %d baseline syncs, %d runs with policies",
+				np.errs, len(c.Full), len(c.PodAdd), len(c.PolicyChange), np.rssKB, len(np.iptPodAdd), len(np.dpVeth))
+		}
+	}
 	md, err := os.ReadFile(o.out)
 	if err != nil {
 		t.Fatal(err)

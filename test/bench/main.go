@@ -54,11 +54,18 @@ type options struct {
 }
 
 // allSections are the parts of a run, in the order they run.
-var allSections = []string{"seq", "storm", "rusage", "profile", "dataplane", "density"}
+var allSections = []string{"seq", "storm", "rusage", "profile", "dataplane", "density", "netpol"}
 
 func (o *options) has(section string) bool { return o.sections[section] }
 
 func main() {
+	if os.Getenv(netpolChildEnv) != "" {
+		if err := netpolChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench netpol child:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	opts, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -360,6 +367,12 @@ func measure(o *options, root string) (rep *report, err error) {
 			return rep, err
 		}
 		if rep.density, err = runDensity(l, []*driver{dv, dp}, ctl.exec(), o.levels, o.probes, peerRoute(seqConf), true, progress); err != nil {
+			return rep, err
+		}
+	}
+
+	if o.has("netpol") {
+		if rep.netpol, err = runNetpol(l, o, progress); err != nil {
 			return rep, err
 		}
 	}

@@ -61,6 +61,7 @@ type report struct {
 	startup   []*startup
 	syscalls  []namedSummary
 	inproc    *inProcessProfile
+	netpol    *netpolResult
 	notes     []string
 }
 
@@ -249,6 +250,7 @@ func (r *report) markdown() string {
 	r.writeDataPlane(w)
 	r.writeFloor(w)
 	r.writeProfile(w)
+	r.writeNetpol(w)
 	r.writeFindings(w)
 	if len(r.notes) > 0 {
 		w("## Notes of this run\n\n")
