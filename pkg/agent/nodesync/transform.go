@@ -38,6 +38,9 @@ func stripNode(n *corev1.Node) *corev1.Node {
 			ResourceVersion: n.ResourceVersion,
 		},
 		Spec: corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR},
+		// The runtime's version picks the conflist's cniVersion
+		// (cniconf's --cni-version=auto).
+		Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: n.Status.NodeInfo.ContainerRuntimeVersion}},
 	}
 	if len(n.Spec.PodCIDRs) > 0 {
 		out.Spec.PodCIDRs = append([]string(nil), n.Spec.PodCIDRs...)

@@ -37,7 +37,7 @@ func fullNode() *corev1.Node {
 				{Type: corev1.NodeInternalDNS, Address: "node-a.internal"},
 			},
 			Images:   []corev1.ContainerImage{{Names: []string{"registry.example/app:v1"}, SizeBytes: 1 << 20}},
-			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.34.1"},
+			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.34.1", ContainerRuntimeVersion: "containerd://2.3.7"},
 		},
 	}
 }
@@ -51,11 +51,14 @@ func TestStripNodeKeepsWhatTheControllerReads(t *testing.T) {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
 		ObjectMeta: metav1.ObjectMeta{Name: "node-a", UID: "uid-a", ResourceVersion: "42"},
 		Spec:       corev1.NodeSpec{PodCIDR: "10.0.1.0/24", PodCIDRs: []string{"10.0.1.0/24", "fd00:10:0:1::/64"}},
-		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: "172.16.0.2"},
-			{Type: corev1.NodeInternalIP, Address: "fd00:172:16::2"},
-			{Type: corev1.NodeExternalIP, Address: "203.0.113.2"},
-		}},
+		Status: corev1.NodeStatus{
+			Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: "172.16.0.2"},
+				{Type: corev1.NodeInternalIP, Address: "fd00:172:16::2"},
+				{Type: corev1.NodeExternalIP, Address: "203.0.113.2"},
+			},
+			NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: "containerd://2.3.7"},
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("StripNode =\n%+v\nwant\n%+v", got, want)
