@@ -145,8 +145,8 @@ func targets(r *results) []target {
 			target{fmt.Sprintf("churn p99 ≤ %s from API write to kernel at %d nodes", msec(targetChurnP99), targetNodes),
 				msec(big.Churn.Latency["all"].P99),
 				verdict(big.Churn.Latency["all"].N > 0 && big.Churn.Latency["all"].P99 <= targetChurnP99 && big.Churn.Missing == 0 && big.Churn.Failed == 0,
-					fmt.Sprintf("p99 %s (%d writes without a route change, %d failed): each change still re-derives the desired routes from all %d Nodes in memory before its few netlink writes%s, and the API server, etcd and the agent share 2 cores, load average %s at the start and %s at the end",
-						msec(big.Churn.Latency["all"].P99), big.Churn.Missing, big.Churn.Failed, big.Nodes, meanReconcile(big), r.Load[0], r.Load[1]))},
+					fmt.Sprintf("p99 %s (%d writes without a route change, %d failed)%s; the API server, etcd, the writer and the agent share 2 cores, load average %s at the start and %s at the end",
+						msec(big.Churn.Latency["all"].P99), big.Churn.Missing, big.Churn.Failed, meanReconcile(big), r.Load[0], r.Load[1]))},
 		)
 	}
 	var ok []*sizeResult
@@ -199,7 +199,8 @@ func markdown(o *options, r, before *results) string {
 		w("with one dump of the routing table per missing route (quadratic in the cluster's size); every Node event re-read the table, ")
 		w("compared every pair of pod CIDRs and rewrote the masquerade table. After, the informer keeps of a Node only its name, UID, ")
 		w("resourceVersion, pod CIDRs and IP addresses, and receives the initial Nodes as a protobuf watch stream (WatchListClient) instead ")
-		w("of a list; start-up reads the table once; a Node event writes only the routes that changed; desired routes take O(n log n). ")
+		w("of a list; start-up reads the table once and decides every route in O(n log n); a Node event re-decides only that node and the few ")
+		w("whose pod CIDRs overlap its own or contain its addresses (an index of claims and addresses), and writes only the routes that changed. ")
 		w("The price is in bytes at start-up: a watch stream is not gzip-compressed as a list response is.\n\n")
 		w("### Before (`%s`)\n\n", before.Label)
 		w("`%s` (%s), load average %s before and %s after.\n\n", before.Command, before.Started.Format(time.RFC3339), before.Load[0], before.Load[1])
@@ -230,7 +231,7 @@ func meanReconcile(s *sizeResult) string {
 	if s.ChurnReconcileMean == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (mean reconcile %.1f ms during churn here)", float64(s.ChurnReconcileMean)/float64(time.Millisecond))
+	return fmt.Sprintf(", with a mean reconcile of %.1f ms during churn", float64(s.ChurnReconcileMean)/float64(time.Millisecond))
 }
 
 func (r *results) smallest() *sizeResult {

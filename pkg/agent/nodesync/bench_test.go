@@ -8,9 +8,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// BenchmarkDesiredRoutes is the in-memory part of every reconcile: the
-// desired routes of one node in a dual-stack cluster of n nodes, computed
-// from the whole cache (make bench-scale measures the rest):
+// BenchmarkDesiredRoutes is the in-memory part of a full reconcile (start,
+// periodic resync): the routes of one node toward every other in a
+// dual-stack cluster of n nodes, decided from the whole cache (make
+// bench-scale measures the rest):
 //
 //	go test -run '^$' -bench DesiredRoutes ./pkg/agent/nodesync/
 func BenchmarkDesiredRoutes(b *testing.B) {

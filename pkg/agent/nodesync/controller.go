@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -28,13 +29,13 @@ import (
 	"github.com/vethroute/vethroute/pkg/uplink"
 )
 
-// The work items. Both are level-triggered: the desired state is computed
-// from the whole cache either way, since the routes of one node depend on
-// all nodes (overlaps), which costs memory work only. What differs is the
-// kernel: syncKey (start, periodic resync, retries) reads the routing table
-// and repairs any drift; changeKey (a Node changed) applies only the
-// routes that differ from what the controller last programmed, so one
-// node's change costs a few netlink requests in any cluster.
+// The work items. Both are level-triggered. syncKey (start, periodic
+// resync, retries) decides every node's routes afresh from the informer's
+// cache, reads the routing table and repairs any drift. changeKey (Nodes
+// changed) re-decides only the changed Nodes and the few whose routes
+// depend on them (routeIndex.update) and writes only the routes that
+// differ from what the controller last programmed: one node's change costs
+// the same few netlink requests and little memory work in any cluster.
 const (
 	syncKey   = "node-routes"
 	changeKey = "node-change"
@@ -86,11 +87,11 @@ type Config struct {
 }
 
 // Controller keeps one node's CNI configuration, routes and masquerade
-// rules in sync with the cluster's Nodes. It reconciles one level-triggered
-// key: every change, and a periodic resync against drift, computes the
-// whole desired state from the informer's cache and applies it. The cache
-// keeps serving while the API server is away, so routes are kept (and
-// repaired) through an API outage.
+// rules in sync with the cluster's Nodes, from the informer's cache: a
+// Node's change re-decides the nodes it can affect and writes the routes
+// that differ; a periodic resync decides everything afresh and repairs
+// drift. The cache keeps serving while the API server is away, so routes
+// are kept (and repaired) through an API outage.
 type Controller struct {
 	cfg      Config
 	nodes    corelisters.NodeLister
@@ -111,18 +112,37 @@ type Controller struct {
 	// worker goroutine touches them.
 	uplink     *uplink.Uplink
 	mtuProblem string
-	ready      atomic.Bool
+	// confOK is set while the conflist matches this Node as last read:
+	// until then every reconcile tries again.
+	confOK bool
+	ready  atomic.Bool
 
-	// What the last reconciles left in the kernel, as changeKey's
-	// reconciles build on it: applied are the routes programmed,
-	// conflicts the desired routes a foreign route blocks, connected the
-	// node's connected subnets as the last full sync read them. needFull
-	// is set until a full sync has succeeded since the last failure: after
-	// one, the kernel's state is unknown. Only the worker touches them.
+	// changed holds the names of the Nodes changed since the worker last
+	// took them; the event handlers add to it.
+	changedMu sync.Mutex
+	changed   map[string]struct{}
+
+	// What the last reconciles decided and left in the kernel, as
+	// changeKey's reconciles build on it: index holds the Nodes as last
+	// decided, desired every route decided and the node it reaches,
+	// decided each node's routes and problems, applied the routes
+	// programmed, conflicts the desired routes a foreign route blocks.
+	// needFull is set until a full sync has succeeded since the last
+	// failure: after one, the kernel's state is unknown. Only the worker
+	// touches them.
+	index     *routeIndex
+	desired   map[netip.Prefix]nodeRoute
+	decided   map[string]decision
+	refused   map[string]int
 	applied   map[netip.Prefix]noderoutes.Route
 	conflicts map[netip.Prefix]noderoutes.Conflict
-	connected []netip.Prefix
 	needFull  bool
+}
+
+// decision is what the controller last decided for one other node.
+type decision struct {
+	routes   []nodeRoute
+	problems []problem
 }
 
 type problemKey struct{ node, reason string }
@@ -156,6 +176,10 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 		metrics:   metrics,
 		log:       log,
 		reported:  map[problemKey]string{},
+		changed:   map[string]struct{}{},
+		desired:   map[netip.Prefix]nodeRoute{},
+		decided:   map[string]decision{},
+		refused:   map[string]int{},
 		applied:   map[netip.Prefix]noderoutes.Route{},
 		conflicts: map[netip.Prefix]noderoutes.Conflict{},
 		needFull:  true,
@@ -165,7 +189,7 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 		return nil, fmt.Errorf("set node informer transform: %w", err)
 	}
 	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { c.queue.Add(changeKey) },
+		AddFunc: c.nodeChanged,
 		UpdateFunc: func(oldObj, newObj any) {
 			o, ok1 := oldObj.(*corev1.Node)
 			n, ok2 := newObj.(*corev1.Node)
@@ -173,10 +197,10 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 			// only what routes or the CNI configuration depend on
 			// matters.
 			if !ok1 || !ok2 || relevantChange(o, n) {
-				c.queue.Add(changeKey)
+				c.nodeChanged(newObj)
 			}
 		},
-		DeleteFunc: func(any) { c.queue.Add(changeKey) },
+		DeleteFunc: c.nodeChanged,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("add node event handler: %w", err)
@@ -184,15 +208,45 @@ func NewController(cfg Config, informer coreinformers.NodeInformer, routes Route
 	return c, nil
 }
 
-// relevantChange reports whether a Node update changes its pod CIDRs or
-// InternalIPs.
-func relevantChange(o, n *corev1.Node) bool {
-	if !slices.Equal(cniconf.PodCIDRs(o), cniconf.PodCIDRs(n)) {
-		return true
+// nodeChanged queues the change of a Node (or of a tombstone's) for the
+// worker. A Node's key is its name: Nodes are not namespaced.
+func (c *Controller) nodeChanged(obj any) {
+	name, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		// Not a Node: re-decide everything rather than miss it.
+		c.queue.Add(syncKey)
+		return
 	}
+	c.changedMu.Lock()
+	c.changed[name] = struct{}{}
+	c.changedMu.Unlock()
+	c.queue.Add(changeKey)
+}
+
+// takeChanged returns the Nodes changed since the last call, sorted.
+func (c *Controller) takeChanged() []string {
+	c.changedMu.Lock()
+	defer c.changedMu.Unlock()
+	out := make([]string, 0, len(c.changed))
+	for name := range c.changed {
+		out = append(out, name)
+	}
+	clear(c.changed)
+	slices.Sort(out)
+	return out
+}
+
+// relevantChange reports whether a Node update changes what the
+// controller reads of it: its pod CIDRs, its IP addresses and InternalIPs,
+// or its container runtime's version (the conflist's cniVersion may
+// follow it).
+func relevantChange(o, n *corev1.Node) bool {
 	o4, o6 := internalIPs(o)
 	n4, n6 := internalIPs(n)
-	return o4 != n4 || o6 != n6
+	return o4 != n4 || o6 != n6 ||
+		!slices.Equal(cniconf.PodCIDRs(o), cniconf.PodCIDRs(n)) ||
+		!slices.Equal(nodeAddrs(o), nodeAddrs(n)) ||
+		o.Status.NodeInfo.ContainerRuntimeVersion != n.Status.NodeInfo.ContainerRuntimeVersion
 }
 
 // Ready reports whether the cache has synced and a reconcile has completed:
@@ -265,11 +319,13 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	return true
 }
 
-// reconcile computes the desired state from the informer's cache and
-// applies it: CNI configuration, routes, problems, and when full the
-// masquerade rules, which depend on the configuration alone. full re-reads
-// the routing table; otherwise only the routes that changed are written.
-// Run calls it from its single worker; it is not safe for concurrent use.
+// reconcile brings the CNI configuration, the routes, the problems
+// reported and, when full, the masquerade rules (which depend on the
+// configuration alone) in line with the informer's cache. full decides
+// every node afresh and re-reads the routing table; otherwise only the
+// Nodes changed since the last reconcile are re-decided (with the few that
+// depend on them) and only the routes that changed are written. Run calls
+// it from its single worker; it is not safe for concurrent use.
 func (c *Controller) reconcile(ctx context.Context, full bool) (err error) {
 	start := time.Now()
 	defer func() {
@@ -287,17 +343,22 @@ func (c *Controller) reconcile(ctx context.Context, full bool) (err error) {
 		}
 	}()
 
-	nodes, err := c.nodes.List(labels.Everything())
-	if err != nil {
-		return fmt.Errorf("list nodes from cache: %w", err)
+	// A full reconcile reads every Node, including the changed ones.
+	changed := c.takeChanged()
+	if c.index == nil {
+		full = true
 	}
 	var errs []error
 	// The CNI configuration and the routes are independent: a node whose
 	// own podCIDRs are not assigned yet still routes toward the others.
-	if err := c.syncConf(nodes); err != nil {
-		errs = append(errs, err)
+	if full || !c.confOK || slices.Contains(changed, c.cfg.NodeName) {
+		err := c.syncConf()
+		c.confOK = err == nil
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := c.syncRoutes(nodes, full); err != nil {
+	if err := c.syncRoutes(changed, full); err != nil {
 		errs = append(errs, err)
 	}
 	if full && c.masq != nil {
@@ -333,10 +394,13 @@ func joinReconcileErrors(errs []error) error {
 }
 
 // syncConf writes this node's conflist when it differs from the file.
-func (c *Controller) syncConf(nodes []*corev1.Node) error {
-	self := findNode(nodes, c.cfg.NodeName)
-	if self == nil {
+func (c *Controller) syncConf() error {
+	self, err := c.nodes.Get(c.cfg.NodeName)
+	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("node %s not found: %w", c.cfg.NodeName, errWaiting)
+	}
+	if err != nil {
+		return fmt.Errorf("get node %s from cache: %w", c.cfg.NodeName, err)
 	}
 	if len(cniconf.PodCIDRs(self)) == 0 {
 		return fmt.Errorf("node %s has no spec.podCIDRs yet: %w", self.Name, errWaiting)
@@ -374,60 +438,101 @@ func (c *Controller) syncConf(nodes []*corev1.Node) error {
 }
 
 // syncRoutes programs the routes toward the other nodes and reports what
-// had to be skipped: with full, by a Sync of the whole table; otherwise by
-// applying the difference from what the last reconciles programmed.
-func (c *Controller) syncRoutes(nodes []*corev1.Node, full bool) error {
+// had to be skipped. With full, every Node is decided afresh against the
+// connected subnets read again, and the whole table Synced; otherwise the
+// changed Nodes and those depending on them are re-decided and the routes
+// that differ from what the last reconciles programmed are applied.
+func (c *Controller) syncRoutes(changed []string, full bool) error {
+	var touched []string
 	if full {
 		connected, err := c.routes.Connected()
 		if err != nil {
 			return err
 		}
-		c.connected = connected
-	}
-	desired, problems := desiredRoutes(c.cfg.NodeName, nodes, podCIDRScope{ClusterCIDRs: c.cfg.ClusterCIDRs, Connected: c.connected})
-	want := make([]noderoutes.Route, len(desired))
-	owner := map[netip.Prefix]string{}
-	for i, d := range desired {
-		want[i] = d.Route
-		owner[d.Dst] = d.Node
-	}
-	var res noderoutes.Result
-	var syncErr error
-	if full {
-		res, syncErr = c.routes.Sync(want)
-		if syncErr == nil {
-			c.needFull = false
+		nodes, err := c.nodes.List(labels.Everything())
+		if err != nil {
+			return fmt.Errorf("list nodes from cache: %w", err)
 		}
-		c.applied = map[netip.Prefix]noderoutes.Route{}
-		c.conflicts = map[netip.Prefix]noderoutes.Conflict{}
-		for _, cf := range res.Conflicts {
-			c.conflicts[cf.Want.Dst] = cf
-		}
-		for _, r := range want {
-			if _, ok := c.conflicts[r.Dst]; !ok {
-				c.applied[r.Dst] = r
+		c.index = newRouteIndex(c.cfg.NodeName, podCIDRScope{ClusterCIDRs: c.cfg.ClusterCIDRs, Connected: connected}, nodes)
+		clear(c.desired)
+		touched = c.index.names()
+		for name := range c.decided {
+			if _, ok := c.index.nodes[name]; !ok {
+				touched = append(touched, name)
 			}
 		}
 	} else {
-		res, syncErr = c.applyChanges(want)
-	}
-	for _, d := range want {
-		cf, ok := c.conflicts[d.Dst]
-		if !ok {
-			continue
+		affected := map[string]struct{}{}
+		for _, name := range changed {
+			n, err := c.nodes.Get(name)
+			switch {
+			case apierrors.IsNotFound(err):
+				n = nil
+			case err != nil:
+				return fmt.Errorf("get node %s from cache: %w", name, err)
+			}
+			c.index.update(name, n, affected)
 		}
-		problems = append(problems, problem{
-			Node: owner[d.Dst], Reason: reasonRouteConflict,
-			Message: fmt.Sprintf("node %s already has a route it did not create where route %s to node %s's pod CIDR would go (%s); leaving it and skipping", c.cfg.NodeName, cf.Want, owner[d.Dst], cf.Existing),
-		})
+		for name := range affected {
+			touched = append(touched, name)
+		}
+		slices.Sort(touched)
 	}
-	c.report(nodes, problems)
+
+	// Take the touched nodes' old routes out of desired before adding the
+	// new ones: a prefix may pass from one touched node to another.
+	var dsts []netip.Prefix
+	next := make(map[string]decision, len(touched))
+	for _, name := range touched {
+		for _, r := range c.decided[name].routes {
+			if c.desired[r.Dst].Node == name {
+				delete(c.desired, r.Dst)
+			}
+			dsts = append(dsts, r.Dst)
+		}
+		routes, problems := c.index.decide(name)
+		next[name] = decision{routes: routes, problems: problems}
+	}
+	for _, name := range touched {
+		for _, r := range next[name].routes {
+			c.desired[r.Dst] = r
+			dsts = append(dsts, r.Dst)
+		}
+	}
+
+	var res noderoutes.Result
+	var syncErr error
+	if full {
+		res, syncErr = c.syncAll()
+	} else {
+		res, syncErr = c.applyChanges(dsts)
+	}
+
+	for _, name := range touched {
+		d := next[name]
+		for _, r := range d.routes {
+			if cf, ok := c.conflicts[r.Dst]; ok {
+				d.problems = append(d.problems, problem{
+					Node: name, Reason: reasonRouteConflict,
+					Message: fmt.Sprintf("node %s already has a route it did not create where route %s to node %s's pod CIDR would go (%s); leaving it and skipping", c.cfg.NodeName, cf.Want, name, cf.Existing),
+				})
+			}
+		}
+		c.report(name, d.problems)
+		if len(d.routes) == 0 && len(d.problems) == 0 {
+			delete(c.decided, name)
+		} else {
+			c.decided[name] = d
+		}
+	}
 	c.metrics.RoutesProgrammed.Set(float64(len(c.applied)))
-	c.metrics.RouteProblems.Set(float64(len(problems)))
 	c.metrics.PodCIDRsRefused.Reset()
-	for _, p := range problems {
-		c.metrics.PodCIDRsRefused.WithLabelValues(p.Reason).Inc()
+	total := 0
+	for reason, n := range c.refused {
+		c.metrics.PodCIDRsRefused.WithLabelValues(reason).Set(float64(n))
+		total += n
 	}
+	c.metrics.RouteProblems.Set(float64(total))
 	if res.Added+res.Replaced+res.Removed > 0 {
 		c.log.Info("programmed routes", "added", res.Added, "replaced", res.Replaced, "removed", res.Removed, "programmed", len(c.applied), "full", full)
 	}
@@ -437,34 +542,60 @@ func (c *Controller) syncRoutes(nodes []*corev1.Node, full bool) error {
 	return nil
 }
 
-// applyChanges writes the routes of want that differ from what is applied
-// (or known blocked by a foreign route) and deletes the applied routes no
-// longer wanted, and records the outcome. A failure leaves the record as it
-// was for the failed route; the full sync that follows a failure repairs
-// the rest.
-func (c *Controller) applyChanges(want []noderoutes.Route) (noderoutes.Result, error) {
-	wanted := make(map[netip.Prefix]bool, len(want))
+// syncAll makes the routing table hold exactly the desired routes and
+// records the outcome.
+func (c *Controller) syncAll() (noderoutes.Result, error) {
+	want := make([]noderoutes.Route, 0, len(c.desired))
+	for _, d := range c.desired {
+		want = append(want, d.Route)
+	}
+	slices.SortFunc(want, func(a, b noderoutes.Route) int { return claimCompare(claimRef{prefix: a.Dst}, claimRef{prefix: b.Dst}) })
+	res, err := c.routes.Sync(want)
+	if err == nil {
+		c.needFull = false
+	}
+	clear(c.applied)
+	clear(c.conflicts)
+	for _, cf := range res.Conflicts {
+		c.conflicts[cf.Want.Dst] = cf
+	}
+	for _, r := range want {
+		if _, ok := c.conflicts[r.Dst]; !ok {
+			c.applied[r.Dst] = r
+		}
+	}
+	return res, err
+}
+
+// applyChanges brings the routes to dsts in line with desired: it writes
+// those that differ from what is applied (or known blocked by a foreign
+// route) and deletes the applied ones no longer desired, and records the
+// outcome. A failure leaves the record as it was; the full sync that
+// follows a failure repairs the rest.
+func (c *Controller) applyChanges(dsts []netip.Prefix) (noderoutes.Result, error) {
 	var set []noderoutes.Route
-	for _, d := range want {
-		wanted[d.Dst] = true
-		if a, ok := c.applied[d.Dst]; ok && a == d {
-			continue
-		}
-		if cf, ok := c.conflicts[d.Dst]; ok && cf.Want == d {
-			continue
-		}
-		set = append(set, d)
-	}
 	var remove []netip.Prefix
-	for dst := range c.applied {
-		if !wanted[dst] {
-			remove = append(remove, dst)
+	seen := make(map[netip.Prefix]bool, len(dsts))
+	for _, dst := range dsts {
+		if seen[dst] {
+			continue
 		}
-	}
-	for dst := range c.conflicts {
-		if !wanted[dst] {
+		seen[dst] = true
+		d, ok := c.desired[dst]
+		if !ok {
 			delete(c.conflicts, dst)
+			if _, ok := c.applied[dst]; ok {
+				remove = append(remove, dst)
+			}
+			continue
 		}
+		if a, ok := c.applied[dst]; ok && a == d.Route {
+			continue
+		}
+		if cf, ok := c.conflicts[dst]; ok && cf.Want == d.Route {
+			continue
+		}
+		set = append(set, d.Route)
 	}
 	if len(set) == 0 && len(remove) == 0 {
 		return noderoutes.Result{}, nil
@@ -493,11 +624,19 @@ func (c *Controller) applyChanges(want []noderoutes.Route) (noderoutes.Result, e
 	return res, nil
 }
 
-// report announces new or changed problems as Warning Events on the Node
-// concerned and in the log, and logs the ones that went away.
-func (c *Controller) report(nodes []*corev1.Node, problems []problem) {
+// report announces one node's new or changed problems as Warning Events
+// on that Node and in the log, logs the ones that went away, and keeps the
+// count of refusals by reason.
+func (c *Controller) report(name string, problems []problem) {
+	for _, p := range c.decided[name].problems {
+		c.refused[p.Reason]--
+		if c.refused[p.Reason] == 0 {
+			delete(c.refused, p.Reason)
+		}
+	}
 	seen := map[problemKey]bool{}
 	for _, p := range problems {
+		c.refused[p.Reason]++
 		k := problemKey{p.Node, p.Reason}
 		if seen[k] {
 			continue
@@ -508,23 +647,15 @@ func (c *Controller) report(nodes []*corev1.Node, problems []problem) {
 		}
 		c.reported[k] = p.Message
 		c.log.Warn("skipping pod CIDR", "node", p.Node, "reason", p.Reason, "msg", p.Message)
-		if n := findNode(nodes, p.Node); n != nil && c.recorder != nil {
+		if n := c.index.nodes[p.Node]; n != nil && c.recorder != nil {
 			c.recorder.Event(n, corev1.EventTypeWarning, p.Reason, p.Message)
 		}
 	}
-	for k := range c.reported {
-		if !seen[k] {
+	for _, p := range c.decided[name].problems {
+		k := problemKey{p.Node, p.Reason}
+		if _, ok := c.reported[k]; ok && !seen[k] {
 			delete(c.reported, k)
 			c.log.Info("problem resolved", "node", k.node, "reason", k.reason)
 		}
 	}
-}
-
-func findNode(nodes []*corev1.Node, name string) *corev1.Node {
-	for _, n := range nodes {
-		if n.Name == name {
-			return n
-		}
-	}
-	return nil
 }

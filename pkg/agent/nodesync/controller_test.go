@@ -334,6 +334,21 @@ func TestControllerUpdatesConfList(t *testing.T) {
 	if got := testutil.ToFloat64(h.metrics.ReconcileErrors); got != 0 {
 		t.Errorf("waiting counted as %v errors", got)
 	}
+	// Another node's change is reconciled on its own, yet the agent
+	// stays not ready while its own conflist is missing.
+	reconciles := func() float64 {
+		return testutil.ToFloat64(h.metrics.Reconciles.WithLabelValues("waiting")) + testutil.ToFloat64(h.metrics.Reconciles.WithLabelValues("success"))
+	}
+	before := reconciles()
+	if _, err := h.client.CoreV1().Nodes().Create(ctx, node("router02", []string{"10.0.0.0/24"}, "172.16.0.2"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the other node's reconcile", func() bool {
+		return reconciles() > before
+	})
+	if h.ctrl.Ready() {
+		t.Error("ready after another node's change, before the CNI configuration was written")
+	}
 
 	n, err := h.client.CoreV1().Nodes().Get(ctx, "router01", metav1.GetOptions{})
 	if err != nil {
@@ -546,6 +561,19 @@ func TestControllerAppliesOnlyChanges(t *testing.T) {
 			routes: []string{"10.0.0.0/24 via 172.16.0.12", "10.0.4.0/24 via 172.16.0.7"},
 			want:   []applyCall{{set: []string{"10.0.4.0/24 via 172.16.0.7"}}},
 		},
+		{
+			// Only router07's route depends on router02's new address
+			// (an ExternalIP inside router07's pod CIDR).
+			name: "another node's address inside a pod CIDR withdraws its route",
+			change: func() error {
+				n := node("router02", []string{"10.0.0.0/24"}, "172.16.0.12")
+				n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "10.0.4.9"})
+				_, err := nodes.Update(ctx, n, metav1.UpdateOptions{})
+				return err
+			},
+			routes: []string{"10.0.0.0/24 via 172.16.0.12"},
+			want:   []applyCall{{remove: []string{"10.0.4.0/24"}}},
+		},
 	}
 	for _, s := range steps {
 		before := len(table.appliesSince(0))
@@ -564,15 +592,15 @@ func TestControllerAppliesOnlyChanges(t *testing.T) {
 	if _, syncs := table.state(); syncs != fullSyncs {
 		t.Errorf("%d full Syncs during the Node changes, want none", syncs-fullSyncs)
 	}
-	if got := testutil.ToFloat64(h.metrics.RoutesProgrammed); got != 2 {
-		t.Errorf("routes_programmed = %v, want 2", got)
+	if got := testutil.ToFloat64(h.metrics.RoutesProgrammed); got != 1 {
+		t.Errorf("routes_programmed = %v, want 1", got)
 	}
 
 	// A route deleted behind the agent's back comes back with the full
 	// resync, which re-reads the table.
 	table.drop("10.0.0.0/24")
 	h.ctrl.queue.Add(syncKey)
-	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.12", "10.0.4.0/24 via 172.16.0.7")
+	h.waitRoutes(t, "10.0.0.0/24 via 172.16.0.12")
 	if _, syncs := table.state(); syncs != fullSyncs+1 {
 		t.Errorf("%d full Syncs after the resync, want 1", syncs-fullSyncs)
 	}

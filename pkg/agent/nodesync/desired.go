@@ -1,14 +1,11 @@
 package nodesync
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/vethroute/vethroute/pkg/agent/cniconf"
 	"github.com/vethroute/vethroute/pkg/noderoutes"
 )
 
@@ -74,101 +71,17 @@ type podCIDRScope struct {
 	Connected []netip.Prefix
 }
 
-// desiredRoutes computes the routes this node (self) needs: for every other
-// node, one route per pod subnet through that node's InternalIP of the same
-// family. A subnet is refused, with a problem, when it is malformed or an
-// IPv4-mapped IPv6 prefix, when it lies outside scope's cluster CIDRs, when
-// it overlaps a connected subnet of this node or contains any Node's
-// address, when it overlaps this node's own pod subnets, and when it
-// overlaps another node's: then neither node gets a route, since nothing
-// in the Node objects tells which claim is true. It is skipped, also with a
-// problem, when the node has no InternalIP of its family or that InternalIP
-// is outside every connected subnet (the kernel would refuse it as a next
-// hop).
+// desiredRoutes decides the routes toward every other node at once, in
+// the order of the nodes' names (routeIndex.decide says when a pod CIDR is
+// refused or skipped).
 func desiredRoutes(self string, nodes []*corev1.Node, scope podCIDRScope) ([]nodeRoute, []problem) {
-	sorted := slices.Clone(nodes)
-	slices.SortFunc(sorted, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
-
-	var problems []problem
-	report := func(n *corev1.Node, reason, format string, a ...any) {
-		problems = append(problems, problem{Node: n.Name, Reason: reason, Message: fmt.Sprintf(format, a...)})
-	}
-	var own []netip.Prefix
-	var addrs []netip.Addr
-	for _, n := range sorted {
-		if n.Name == self {
-			for _, c := range cniconf.PodCIDRs(n) {
-				if p, err := netip.ParsePrefix(c); err == nil {
-					own = append(own, p.Masked())
-				}
-			}
-		}
-		addrs = append(addrs, nodeAddrs(n)...)
-	}
-	// Sorted, so that the addresses inside a prefix are one run found by
-	// binary search: the check stays O(log n) per pod CIDR at any cluster
-	// size.
-	slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
-
-	// Every claim that is acceptable on its own, before claims are
-	// compared with each other.
-	var claims []claim
-	for _, n := range sorted {
-		if n.Name == self {
-			continue
-		}
-		for _, c := range cniconf.PodCIDRs(n) {
-			p, err := netip.ParsePrefix(c)
-			if err != nil {
-				report(n, reasonBadPodCIDR, "pod CIDR %q of node %s is not a prefix; no route to it from %s", c, n.Name, self)
-				continue
-			}
-			p = p.Masked()
-			switch {
-			case p.Addr().Is4In6():
-				report(n, reasonBadPodCIDR, "pod CIDR %s of node %s is an IPv4-mapped IPv6 prefix, which no pod can use; no route to it from %s", p, n.Name, self)
-			case !insideAny(scope.ClusterCIDRs, p):
-				report(n, reasonOutsideCluster, "pod CIDR %s of node %s is outside the cluster's pod CIDRs %v (vethroute-agent --cluster-cidrs); no route to it from %s", p, n.Name, scope.ClusterCIDRs, self)
-			default:
-				if c, ok := overlapsAny(scope.Connected, p); ok {
-					report(n, reasonCoversNodeNetwork, "pod CIDR %s of node %s overlaps %s, a subnet directly connected to node %s; no route to it from %s", p, n.Name, c, self, self)
-					continue
-				}
-				if a, ok := containsAny(p, addrs); ok {
-					report(n, reasonCoversNodeNetwork, "pod CIDR %s of node %s contains %s, a node's address; no route to it from %s", p, n.Name, a, self)
-					continue
-				}
-				if o, ok := overlapsAny(own, p); ok {
-					report(n, reasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s itself; no route to it from %s", p, n.Name, o, self, self)
-					continue
-				}
-				claims = append(claims, claim{prefix: p, node: n})
-			}
-		}
-	}
-
+	x := newRouteIndex(self, scope, nodes)
 	var routes []nodeRoute
-	contest := contestedClaims(claims)
-	for i, cl := range claims {
-		n, p := cl.node, cl.prefix
-		if other, ok := contest[i]; ok {
-			report(n, reasonOverlap, "pod CIDR %s of node %s overlaps %s of node %s; neither gets a route from %s until one of them is corrected", p, n.Name, other.prefix, other.node.Name, self)
-			continue
-		}
-		v4, v6 := internalIPs(n)
-		gw, fam := v4, "IPv4"
-		if p.Addr().Is6() {
-			gw, fam = v6, "IPv6"
-		}
-		if !gw.IsValid() {
-			report(n, reasonNoInternalIP, "node %s has no %s InternalIP to route its pod CIDR %s through; no route to it from %s", n.Name, fam, p, self)
-			continue
-		}
-		if !containedIn(scope.Connected, gw) {
-			report(n, reasonUnreachable, "InternalIP %s of node %s is not on a subnet directly connected to node %s; no route to pod CIDR %s from %s", gw, n.Name, self, p, self)
-			continue
-		}
-		routes = append(routes, nodeRoute{Node: n.Name, Route: noderoutes.Route{Dst: p, Gw: gw}})
+	var problems []problem
+	for _, name := range x.names() {
+		r, p := x.decide(name)
+		routes = append(routes, r...)
+		problems = append(problems, p...)
 	}
 	return routes, problems
 }
@@ -177,55 +90,6 @@ func desiredRoutes(self string, nodes []*corev1.Node, scope podCIDRScope) ([]nod
 type nodeRoute struct {
 	Node string
 	noderoutes.Route
-}
-
-type claim struct {
-	prefix netip.Prefix
-	node   *corev1.Node
-}
-
-// contestedClaims returns, for every claim that overlaps a claim of another
-// node, one such claim. Two prefixes overlap only when one contains the
-// other, so in (address, length) order the prefixes containing a claim are
-// a nested chain of earlier claims: one sorted pass with a stack of that
-// chain finds every overlap, O(n log n) rather than comparing every pair.
-func contestedClaims(claims []claim) map[int]claim {
-	order := make([]int, len(claims))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int {
-		pa, pb := claims[a].prefix, claims[b].prefix
-		if c := pa.Addr().Compare(pb.Addr()); c != 0 {
-			return c
-		}
-		return pa.Bits() - pb.Bits()
-	})
-	out := map[int]claim{}
-	var chain []int
-	for _, i := range order {
-		p := claims[i].prefix
-		for len(chain) > 0 && !claims[chain[len(chain)-1]].prefix.Contains(p.Addr()) {
-			chain = chain[:len(chain)-1]
-		}
-		// Every claim left on the chain contains p: each one of another
-		// node contests it and is contested by it. The chain holds one
-		// prefix per length, plus claims repeating the same prefix.
-		for k := len(chain) - 1; k >= 0; k-- {
-			j := chain[k]
-			if claims[j].node.Name == claims[i].node.Name {
-				continue
-			}
-			if _, ok := out[i]; !ok {
-				out[i] = claims[j]
-			}
-			if _, ok := out[j]; !ok {
-				out[j] = claims[i]
-			}
-		}
-		chain = append(chain, i)
-	}
-	return out
 }
 
 // nodeAddrs returns the IP addresses a Node reports of itself.

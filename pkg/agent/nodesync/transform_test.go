@@ -66,7 +66,7 @@ func TestStripNodeKeepsWhatTheControllerReads(t *testing.T) {
 	// What the controller derives from a Node is the same either way.
 	full, stripped := fullNode(), got.(*corev1.Node)
 	if relevantChange(full, stripped) {
-		t.Error("the stripped Node differs from the full one in pod CIDRs or InternalIPs")
+		t.Error("the stripped Node differs from the full one in what the controller reads")
 	}
 	if a, b := nodeAddrs(full), nodeAddrs(stripped); !reflect.DeepEqual(a, b) {
 		t.Errorf("node addresses: full %v, stripped %v", a, b)
