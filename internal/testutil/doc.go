@@ -24,4 +24,6 @@
 //     stripped builds for container images. A build made for one test is
 //     removed by t.Cleanup; one shared by a test process, by Main, which
 //     those packages call from TestMain.
+//   - Benchmark commands: FindRepoRoot finds the checkout from the working
+//     directory, LoadAvg reads the load averages printed beside figures.
 package testutil

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/vethroute/vethroute/internal/testutil"
 )
 
 // options are the run's sizes; -quick picks small ones for a smoke run.
@@ -193,7 +195,7 @@ func run(o *options) (*report, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root: it creates network namespaces and veth pairs")
 	}
-	root, err := repoRoot()
+	root, err := testutil.FindRepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +223,7 @@ func run(o *options) (*report, error) {
 // measure runs every section in a lab that it removes before returning.
 func measure(o *options, root string) (rep *report, err error) {
 	started := time.Now()
-	rep = &report{opts: o, args: os.Args, started: started, loadBefore: loadavg()}
+	rep = &report{opts: o, args: os.Args, started: started, loadBefore: testutil.LoadAvg()}
 	rep.machine = machineInfo()
 	progress := func(msg string) {
 		fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(started).Seconds(), msg)
@@ -377,7 +379,7 @@ func measure(o *options, root string) (rep *report, err error) {
 		}
 	}
 
-	rep.loadAfter = loadavg()
+	rep.loadAfter = testutil.LoadAvg()
 	rep.elapsed = time.Since(started)
 	return rep, nil
 }
@@ -422,24 +424,6 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
-// repoRoot finds the directory holding go.mod, from the working directory up.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the repository (no go.mod found)")
-		}
-		dir = parent
-	}
-}
-
 // ensureTools installs the Debian packages of missing tools; a failure only
 // costs the sections that need them, which then say so.
 func ensureTools(progress func(string), tools ...string) {
@@ -467,17 +451,4 @@ func ensureTools(progress func(string), tools ...string) {
 	if out, err := install.CombinedOutput(); err != nil {
 		progress(fmt.Sprintf("apt-get install %v: %v\n%s", missing, err, out))
 	}
-}
-
-// loadavg returns /proc/loadavg's three load averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }

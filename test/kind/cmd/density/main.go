@@ -93,7 +93,7 @@ func run(o options) (err error) {
 	if o.pods < 1 || o.rounds < 1 {
 		return errors.New("-pods and -rounds must be positive")
 	}
-	root, err := repoRoot()
+	root, err := testutil.FindRepoRoot()
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,7 @@ func run(o options) (err error) {
 		return err
 	}
 
-	rep := &report{pods: o.pods, rounds: o.rounds, runtime: b.runtime, started: started, loadBefore: loadavg()}
+	rep := &report{pods: o.pods, rounds: o.rounds, runtime: b.runtime, started: started, loadBefore: testutil.LoadAvg()}
 	current := nameVeth
 	for i := range o.rounds {
 		for _, plugin := range []string{nameVeth, namePtp} {
@@ -204,7 +204,7 @@ func run(o options) (err error) {
 			rep.add(plugin, r)
 		}
 	}
-	rep.loadAfter = loadavg()
+	rep.loadAfter = testutil.LoadAvg()
 	rep.elapsed = time.Since(started)
 	section := rep.markdown()
 	fmt.Print(section)
@@ -499,36 +499,4 @@ spec:
           imagePullPolicy: Never
           command: [/bin/busybox, sleep, "3600"]
 `, deployName, pods, worker, image)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// repoRoot finds the checkout (deploy/ and test/kind/shim) from the working
-// directory upward.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 64 {
-		if _, err := os.Stat(filepath.Join(dir, "test", "kind", "shim", "docker")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("repository root not found above the working directory")
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vethroute/vethroute/internal/kindcluster"
+	"github.com/vethroute/vethroute/internal/testutil"
 )
 
 func main() {
@@ -55,7 +56,7 @@ func main() {
 	// kind merges the cluster into this file rather than the user's
 	// ~/.kube/config, and removes it from there on delete.
 	o.Kubeconfig = kubeconfig
-	if o.RepoRoot, err = repoRoot(); err != nil {
+	if o.RepoRoot, err = testutil.FindRepoRoot(); err != nil {
 		fail(err)
 	}
 	o.Logf = func(format string, args ...any) {
@@ -133,26 +134,6 @@ func down(c *kindcluster.Cluster) error {
 	}
 	c.Logf("kind cluster %s, its Docker network and %s are gone", c.Name, c.Kubeconfig)
 	return nil
-}
-
-// repoRoot finds the repository (test/kind/shim, deploy/) from the working
-// directory upward, as `go run` from anywhere inside it is run.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for range 64 {
-		if _, err := os.Stat(filepath.Join(dir, "test", "kind", "shim", "docker")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("repository root not found above the working directory (run kindctl from inside the vethroute checkout)")
 }
 
 func fail(err error) {
