@@ -139,9 +139,10 @@ type Controller struct {
 	needFull  bool
 }
 
-// decision is what the controller last decided for one other node.
+// decision is what the controller last decided for one other node: the
+// destinations of its routes and its problems.
 type decision struct {
-	routes   []nodeRoute
+	dsts     []netip.Prefix
 	problems []problem
 }
 
@@ -482,19 +483,23 @@ func (c *Controller) syncRoutes(changed []string, full bool) error {
 	// Take the touched nodes' old routes out of desired before adding the
 	// new ones: a prefix may pass from one touched node to another.
 	var dsts []netip.Prefix
-	next := make(map[string]decision, len(touched))
+	type next struct {
+		routes   []nodeRoute
+		problems []problem
+	}
+	decided := make(map[string]next, len(touched))
 	for _, name := range touched {
-		for _, r := range c.decided[name].routes {
-			if c.desired[r.Dst].Node == name {
-				delete(c.desired, r.Dst)
+		for _, dst := range c.decided[name].dsts {
+			if c.desired[dst].Node == name {
+				delete(c.desired, dst)
 			}
-			dsts = append(dsts, r.Dst)
+			dsts = append(dsts, dst)
 		}
 		routes, problems := c.index.decide(name)
-		next[name] = decision{routes: routes, problems: problems}
+		decided[name] = next{routes: routes, problems: problems}
 	}
 	for _, name := range touched {
-		for _, r := range next[name].routes {
+		for _, r := range decided[name].routes {
 			c.desired[r.Dst] = r
 			dsts = append(dsts, r.Dst)
 		}
@@ -509,8 +514,10 @@ func (c *Controller) syncRoutes(changed []string, full bool) error {
 	}
 
 	for _, name := range touched {
-		d := next[name]
-		for _, r := range d.routes {
+		n := decided[name]
+		d := decision{problems: n.problems}
+		for _, r := range n.routes {
+			d.dsts = append(d.dsts, r.Dst)
 			if cf, ok := c.conflicts[r.Dst]; ok {
 				d.problems = append(d.problems, problem{
 					Node: name, Reason: reasonRouteConflict,
@@ -519,7 +526,7 @@ func (c *Controller) syncRoutes(changed []string, full bool) error {
 			}
 		}
 		c.report(name, d.problems)
-		if len(d.routes) == 0 && len(d.problems) == 0 {
+		if len(d.dsts) == 0 && len(d.problems) == 0 {
 			delete(c.decided, name)
 		} else {
 			c.decided[name] = d

@@ -29,13 +29,12 @@ type routeIndex struct {
 	own   []netip.Prefix
 	nodes map[string]*corev1.Node
 	// claims are the other nodes' pod CIDRs inside the cluster's CIDRs and
-	// clear of the node network, sorted by claimCompare; byPrefix finds
-	// the claims of one prefix and lengths says which prefix lengths occur
-	// per family, so that the claims containing a prefix are a few map
-	// lookups.
-	claims   []claimRef
-	byPrefix map[netip.Prefix][]claimRef
-	lengths  [2][129]int
+	// clear of the node network, sorted by claimCompare; lengths counts
+	// the prefix lengths in use per family, so that the claims containing
+	// a prefix are a binary search for each length in use (a cluster uses
+	// one or two).
+	claims  []claimRef
+	lengths [2][129]int
 	// addrs are all nodes' addresses, sorted, repeated when two nodes
 	// report the same one.
 	addrs []netip.Addr
@@ -69,7 +68,7 @@ func family(p netip.Prefix) int {
 
 // newRouteIndex indexes nodes for self within scope.
 func newRouteIndex(self string, scope podCIDRScope, nodes []*corev1.Node) *routeIndex {
-	x := &routeIndex{self: self, scope: scope, nodes: make(map[string]*corev1.Node, len(nodes)), byPrefix: map[netip.Prefix][]claimRef{}}
+	x := &routeIndex{self: self, scope: scope, nodes: make(map[string]*corev1.Node, len(nodes))}
 	for _, n := range nodes {
 		x.nodes[n.Name] = n
 	}
@@ -81,13 +80,11 @@ func newRouteIndex(self string, scope podCIDRScope, nodes []*corev1.Node) *route
 func (x *routeIndex) reindex() {
 	x.own = ownPrefixes(x.nodes[x.self])
 	x.claims, x.addrs = x.claims[:0], x.addrs[:0]
-	clear(x.byPrefix)
 	x.lengths = [2][129]int{}
 	for _, n := range x.nodes {
 		x.addrs = append(x.addrs, nodeAddrs(n)...)
 		for _, c := range x.claimsOf(n) {
 			x.claims = append(x.claims, c)
-			x.byPrefix[c.prefix] = append(x.byPrefix[c.prefix], c)
 			x.lengths[family(c.prefix)][c.prefix.Bits()]++
 		}
 	}
@@ -95,10 +92,8 @@ func (x *routeIndex) reindex() {
 	// binary search, as are the claims inside a prefix.
 	slices.SortFunc(x.addrs, netip.Addr.Compare)
 	slices.SortFunc(x.claims, claimCompare)
-	for p, cs := range x.byPrefix {
-		slices.SortFunc(cs, claimCompare)
-		x.byPrefix[p] = cs
-	}
+	x.addrs = slices.Clip(x.addrs)
+	x.claims = slices.Clip(x.claims)
 }
 
 func ownPrefixes(self *corev1.Node) []netip.Prefix {
@@ -205,9 +200,6 @@ func (x *routeIndex) insert(n *corev1.Node) {
 	for _, c := range x.claimsOf(n) {
 		i, _ := slices.BinarySearchFunc(x.claims, c, claimCompare)
 		x.claims = slices.Insert(x.claims, i, c)
-		cs := x.byPrefix[c.prefix]
-		j, _ := slices.BinarySearchFunc(cs, c, claimCompare)
-		x.byPrefix[c.prefix] = slices.Insert(cs, j, c)
 		x.lengths[family(c.prefix)][c.prefix.Bits()]++
 	}
 }
@@ -222,15 +214,6 @@ func (x *routeIndex) remove(n *corev1.Node) {
 	for _, c := range x.claimsOf(n) {
 		if i, ok := slices.BinarySearchFunc(x.claims, c, claimCompare); ok {
 			x.claims = slices.Delete(x.claims, i, i+1)
-		}
-		cs := x.byPrefix[c.prefix]
-		if j, ok := slices.BinarySearchFunc(cs, c, claimCompare); ok {
-			cs = slices.Delete(cs, j, j+1)
-		}
-		if len(cs) == 0 {
-			delete(x.byPrefix, c.prefix)
-		} else {
-			x.byPrefix[c.prefix] = cs
 		}
 		x.lengths[family(c.prefix)][c.prefix.Bits()]--
 	}
@@ -250,8 +233,9 @@ func (x *routeIndex) overlapping(p netip.Prefix, fn func(claimRef) bool) {
 		if q.Addr() == p.Addr() {
 			continue // in the run below
 		}
-		for _, c := range x.byPrefix[q] {
-			if !fn(c) {
+		i, _ := slices.BinarySearchFunc(x.claims, claimRef{prefix: q}, claimCompare)
+		for ; i < len(x.claims) && x.claims[i].prefix == q; i++ {
+			if !fn(x.claims[i]) {
 				return
 			}
 		}
