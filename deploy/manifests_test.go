@@ -2,9 +2,11 @@ package deploy
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -153,6 +155,53 @@ func TestDaemonSetMatchesAgent(t *testing.T) {
 	if !strings.HasSuffix(o.HealthAddr, ":"+c.ReadinessProbe.HTTPGet.Port.String()) {
 		t.Errorf("probe port %s is not --health-addr %s", c.ReadinessProbe.HTTPGet.Port.String(), o.HealthAddr)
 	}
+}
+
+// TestDaemonSetMemoryLimit checks the agent's Go soft memory limit
+// against its container's hard one: the soft limit must leave the
+// container room for what the Go runtime does not count (the binary's
+// pages, thread stacks), or the kernel kills the agent before its garbage
+// collector is asked to work harder.
+func TestDaemonSetMemoryLimit(t *testing.T) {
+	c := load(t)["DaemonSet"].Object.(*appsv1.DaemonSet).Spec.Template.Spec.Containers[0]
+	var soft string
+	for _, e := range c.Env {
+		if e.Name == "GOMEMLIMIT" {
+			soft = e.Value
+		}
+	}
+	limit, err := goMemLimit(soft)
+	if err != nil {
+		t.Fatalf("GOMEMLIMIT %q: %v", soft, err)
+	}
+	hard, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		t.Fatal("the agent container has no memory limit")
+	}
+	if limit < 16<<20 || limit > hard.Value()*3/4 {
+		t.Errorf("GOMEMLIMIT %s (%d bytes) must lie between 16 MiB and three quarters of the container's memory limit %s", soft, limit, hard.String())
+	}
+}
+
+// goMemLimit parses a GOMEMLIMIT value as the Go runtime does: a number of
+// bytes with an optional B, KiB, MiB, GiB or TiB suffix.
+func goMemLimit(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+	shift := uint(0)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, shift = n, u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("not a positive number of bytes with a B, KiB, MiB, GiB or TiB suffix")
+	}
+	return n << shift, nil
 }
 
 func TestDecodeRejects(t *testing.T) {

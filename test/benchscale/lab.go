@@ -209,7 +209,9 @@ type agentProc struct {
 	done    chan struct{}
 }
 
-func startAgent(s *scope, n ns.NetNS, bin, dir string, args ...string) (*agentProc, error) {
+// startAgent runs bin in n with args, its environment this process's plus
+// env.
+func startAgent(s *scope, n ns.NetNS, bin, dir string, env []string, args ...string) (*agentProc, error) {
 	logPath := filepath.Join(dir, "agent.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -217,6 +219,7 @@ func startAgent(s *scope, n ns.NetNS, bin, dir string, args ...string) (*agentPr
 	}
 	cmd := exec.Command("nsenter", append([]string{"--net=" + n.Path(), bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	a := &agentProc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	if err := testutil.StartTied(cmd, func(error) { logf.Close(); close(a.done) }); err != nil {
@@ -260,7 +263,10 @@ func (a *agentProc) logTail() string {
 // procSample is the agent's resource use as /proc shows it.
 type procSample struct {
 	rssKiB, hwmKiB int64
-	cpu            time.Duration // utime + stime
+	// anonKiB and fileKiB split rssKiB: the process's own memory, and the
+	// pages of files it maps (its binary's, shared with the page cache).
+	anonKiB, fileKiB int64
+	cpu              time.Duration // utime + stime
 }
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat's times on Linux.
@@ -287,6 +293,10 @@ func sampleProc(pid int) (procSample, error) {
 			s.rssKiB = n
 		case "VmHWM":
 			s.hwmKiB = n
+		case "RssAnon":
+			s.anonKiB = n
+		case "RssFile":
+			s.fileKiB = n
 		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -55,6 +55,9 @@ type options struct {
 	note          string
 	convergeLimit time.Duration
 	timeout       time.Duration
+	// agentEnv is added to the agent's environment: the DaemonSet's
+	// literal settings, then -agent-env.
+	agentEnv []string
 }
 
 func main() {
@@ -85,8 +88,23 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.render, "render", "", "measure nothing: write the report of this JSON (-json of an earlier run)")
 	fs.DurationVar(&o.convergeLimit, "converge-timeout", 5*time.Minute, "give up on start-up convergence after this long")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "abort (and clean up) after this long")
+	extraEnv := fs.String("agent-env", "", "comma-separated NAME=VALUE added to the agent's environment after the DaemonSet's (GOGC=50,...)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	env, err := deployedAgentEnv()
+	if err != nil {
+		return nil, err
+	}
+	o.agentEnv = env
+	for _, kv := range strings.Split(*extraEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			return nil, fmt.Errorf("-agent-env: %q is not NAME=VALUE", kv)
+		}
+		o.agentEnv = append(o.agentEnv, kv)
 	}
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -117,6 +135,8 @@ type sizeResult struct {
 	// RSS in KiB: at convergence, 10 s later (steady), and the peak
 	// (VmHWM) by the end of churn.
 	RSSConverge, RSSSteady, RSSPeak int64
+	// RSSSteady's anonymous and file-backed parts (RssAnon, RssFile).
+	RSSSteadyAnon, RSSSteadyFile int64
 	// Bytes received from the API server by convergence and during churn.
 	BytesConverge, BytesChurn int64
 	Churn                     churnResult
@@ -141,6 +161,8 @@ type results struct {
 	Command  string
 	Sizes    []sizeResult
 	ChurnFor time.Duration
+	// AgentEnv is what the agent's environment had added.
+	AgentEnv []string `json:",omitempty"`
 }
 
 func readResults(path string) (*results, error) {
@@ -173,7 +195,7 @@ func run(o *options) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: it creates a network namespace")
 	}
-	root, err := repoRoot()
+	root, err := testutil.FindRepoRoot()
 	if err != nil {
 		return err
 	}
@@ -213,11 +235,11 @@ func run(o *options) error {
 		}
 		agent = filepath.Join(tmp, "vethroute-agent")
 	}
-	res := &results{Label: o.label, Started: started.UTC(), Machine: machineInfo(), Command: strings.TrimSpace("go run ./test/benchscale " + strings.Join(os.Args[1:], " ")), ChurnFor: o.churn}
+	res := &results{Label: o.label, Started: started.UTC(), Machine: machineInfo(), Command: strings.TrimSpace("go run ./test/benchscale " + strings.Join(os.Args[1:], " ")), ChurnFor: o.churn, AgentEnv: o.agentEnv}
 	if res.Label == "" {
 		res.Label = describe(root)
 	}
-	res.Load[0] = loadavg()
+	res.Load[0] = testutil.LoadAvg()
 	for _, n := range o.sizes {
 		progress(fmt.Sprintf("%d nodes", n))
 		r, err := measureSize(o, &all, tmp, agent, n, progress)
@@ -227,7 +249,7 @@ func run(o *options) error {
 		}
 		res.Sizes = append(res.Sizes, r)
 	}
-	res.Load[1] = loadavg()
+	res.Load[1] = testutil.LoadAvg()
 	res.Elapsed = time.Since(started)
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
@@ -303,7 +325,7 @@ func measureSize(o *options, all *cleanups, tmp, agentBin string, n int, progres
 		return r, err
 	}
 	start := time.Now()
-	a, err := startAgent(s, node, agentBin, agentDir,
+	a, err := startAgent(s, node, agentBin, agentDir, o.agentEnv,
 		"--kubeconfig="+srv.Kubeconfig,
 		"--node-name="+nodeName(0),
 		"--cni-conf-dir="+agentDir,
@@ -340,7 +362,7 @@ func measureSize(o *options, all *cleanups, tmp, agentBin string, n int, progres
 	if ps, err = sampleProc(pid); err != nil {
 		return r, err
 	}
-	r.RSSSteady = ps.rssKiB
+	r.RSSSteady, r.RSSSteadyAnon, r.RSSSteadyFile = ps.rssKiB, ps.anonKiB, ps.fileKiB
 	metrics := testutil.HTTPClientIn(node)
 	if m, err := agentMetrics(metrics); err == nil {
 		r.HeapSteady = int64(m["go_memstats_heap_inuse_bytes"])
@@ -393,35 +415,6 @@ func measureSize(o *options, all *cleanups, tmp, agentBin string, n int, progres
 }
 
 func mibOf(kib int64) float64 { return float64(kib) / 1024 }
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the repository (no go.mod found)")
-		}
-		dir = parent
-	}
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
 
 func machineInfo() string {
 	cpu := "unknown CPU"

@@ -85,14 +85,18 @@ func oneLine(s string) string {
 }
 
 func churnTable(w func(string, ...any), r *results) {
-	w("| nodes | Go heap in use when steady | reconciles during churn | mean reconcile (agent's histogram) |\n|---:|---:|---:|---:|\n")
+	w("| nodes | RSS steady: anonymous / file-backed (the binary's pages) | Go heap in use when steady | reconciles during churn | mean reconcile (agent's histogram) |\n|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Sizes {
+		split := "not measured"
+		if s.RSSSteadyAnon > 0 {
+			split = mibs(s.RSSSteadyAnon) + " / " + mibs(s.RSSSteadyFile)
+		}
 		switch {
 		case s.Err != "":
 		case s.HeapSteady == 0 && s.ChurnReconciles == 0:
-			w("| %d | not measured | not measured | not measured |\n", s.Nodes)
+			w("| %d | %s | not measured | not measured | not measured |\n", s.Nodes, split)
 		default:
-			w("| %d | %s | %d | %.1f ms |\n", s.Nodes, bytesMiB(s.HeapSteady), s.ChurnReconciles, float64(s.ChurnReconcileMean)/float64(time.Millisecond))
+			w("| %d | %s | %s | %d | %.1f ms |\n", s.Nodes, split, bytesMiB(s.HeapSteady), s.ChurnReconciles, float64(s.ChurnReconcileMean)/float64(time.Millisecond))
 		}
 	}
 	w("\nChurn delays by kind of write:\n\n")
@@ -192,6 +196,9 @@ func markdown(o *options, r, before *results) string {
 	w("a node deleted, pod CIDRs assigned to a node registered without them) for %s; the delay is from sending the write to the last ", r.ChurnFor)
 	w("of its route changes in the kernel.\n\n")
 	w("Run `%s` (%s UTC) on %s, label `%s`, load average %s before and %s after, in %s. ", r.Command, r.Started.Format(time.RFC3339), r.Machine, r.Label, r.Load[0], r.Load[1], r.Elapsed.Round(time.Second))
+	if len(r.AgentEnv) > 0 {
+		w("The agent ran with `%s` in its environment, as the DaemonSet (deploy/daemonset.yaml) sets it. ", strings.Join(r.AgentEnv, " "))
+	}
 	w("The machine is shared: other jobs ran at the same time, so times carry their noise.\n\n")
 	w("![agent RSS and start-up time against cluster size](%s)\n\n", filepath.Base(o.plot))
 	if before != nil {
