@@ -125,8 +125,10 @@ type Controller struct {
 	// What the last reconciles decided and left in the kernel, as
 	// changeKey's reconciles build on it: index holds the Nodes as last
 	// decided, desired every route decided and the node it reaches,
-	// decided each node's routes and problems, applied the routes
-	// programmed, conflicts the desired routes a foreign route blocks.
+	// decided each other node's route destinations and problems, refused
+	// the count of those problems by reason (the metric), applied the
+	// routes programmed, conflicts the desired routes a foreign route
+	// blocks.
 	// needFull is set until a full sync has succeeded since the last
 	// failure: after one, the kernel's state is unknown. Only the worker
 	// touches them.
